@@ -1,11 +1,14 @@
 # Two commands matter: `make demo` and `make test`. Everything else is a step they call.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := demo
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# This machine's pip config lists local indexes that lack most names; hide those warnings.
+HIDE_INDEX_WARNINGS := 2> >(grep -v 'is ignored: it is neither' >&2)
 DEFAULT_COMFYUI := $(CURDIR)/.comfyui
 COMFYUI_PATH ?= $(DEFAULT_COMFYUI)
 export COMFYUI_PATH
@@ -33,10 +36,10 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.deps-installed: pyproject.toml $(COMFYUI_PATH)/main.py | $(VENV)/bin/python
-	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(TORCH) $(HIDE_INDEX_WARNINGS)
 	grep -viE '^\s*(torch|torchvision|torchaudio)\s*$$' $(COMFYUI_PATH)/requirements.txt > $(VENV)/comfyui-requirements.txt
-	$(PIP) install -q -r $(VENV)/comfyui-requirements.txt requests $(TORCH)
-	$(PIP) install -q -e '.[test]' $(TORCH)
+	$(PIP) install -q -r $(VENV)/comfyui-requirements.txt requests $(TORCH) $(HIDE_INDEX_WARNINGS)
+	$(PIP) install -q -e '.[test]' $(TORCH) $(HIDE_INDEX_WARNINGS)
 	touch $@
 
 # The pack inside the ComfyUI tree, under the folder name ComfyUI users see.
@@ -48,7 +51,12 @@ serve: setup
 	cd $(COMFYUI_PATH) && exec $(CURDIR)/$(PY) main.py --listen 127.0.0.1 --port $(PORT) \
 		$$($(CURDIR)/$(PY) -c "import torch; print('' if torch.cuda.is_available() else '--cpu')") $(COMFY_ARGS)
 
-test: setup
+# The browser tests drive Debian's chromium; install it when missing (needs root, as on CI).
+browser-deps:
+	@command -v chromium >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+
+test: setup browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
