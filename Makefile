@@ -63,7 +63,7 @@ test-unit: setup
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m comfyui_flowmatch.client.demo
+	$(PY) -m comfyui_flowmatch.demo
 
 clean:
 	rm -rf $(VENV) $(DEFAULT_COMFYUI) .cache output

@@ -4,10 +4,23 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .conditioning import FlowMatchTextEncode
 from .latent import FlowMatchEmptyLatent
+from .loader import FlowMatchModelLoader
+from .model_files import register_folder
+from .sampling import FlowMatchODESampler, FlowMatchSampler, FlowMatchScheduler
+
+register_folder()
 
 
 class FlowMatchExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [FlowMatchEmptyLatent]
+        return [
+            FlowMatchModelLoader,
+            FlowMatchTextEncode,
+            FlowMatchEmptyLatent,
+            FlowMatchSampler,
+            FlowMatchODESampler,
+            FlowMatchScheduler,
+        ]

@@ -26,19 +26,22 @@ class FlowMatchEmptyLatent(io.ComfyNode):
             display_name="Flow Match Empty Latent",
             category="flow_matching/latent",
             description="An empty latent with the channels and scale of the given model "
-            "(pixel space for the bundled model, 8x-downscaled latents for SD3/Flux/Wan).",
+            "(pixel space for the bundled model, 8x-downscaled latents for SD3/Flux/Wan, 5-D video latents for Wan).",
             inputs=[
                 io.Model.Input("model", tooltip="The model that will sample this latent; it fixes channels and scale."),
                 io.Int.Input("width", default=32, min=8, max=8192, step=8, tooltip="Image width in pixels."),
                 io.Int.Input("height", default=32, min=8, max=8192, step=8, tooltip="Image height in pixels."),
                 io.Int.Input("batch_size", default=1, min=1, max=4096, tooltip="Number of images in the batch."),
+                io.Int.Input("length", default=1, min=1, max=8192, step=4, optional=True,
+                             tooltip="Video frames, for video models such as Wan (4 frames per latent frame, plus "
+                             "the first); ignored by image models."),
             ],
             outputs=[io.Latent.Output()],
         )
 
     @classmethod
-    def execute(cls, model, width, height, batch_size) -> io.NodeOutput:
+    def execute(cls, model, width, height, batch_size, length=1) -> io.NodeOutput:
         latent_format = model.get_model_object("latent_format")
-        shape = empty_latent_shape(latent_format, width, height, batch_size)
+        shape = empty_latent_shape(latent_format, width, height, batch_size, length)
         samples = torch.zeros(shape, device=comfy.model_management.intermediate_device())
         return io.NodeOutput({"samples": samples})

@@ -4,7 +4,14 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-EXPECTED_NODES = {"FlowMatchEmptyLatent"}
+EXPECTED_NODES = {
+    "FlowMatchModelLoader",
+    "FlowMatchTextEncode",
+    "FlowMatchEmptyLatent",
+    "FlowMatchSampler",
+    "FlowMatchODESampler",
+    "FlowMatchScheduler",
+}
 
 
 def test_nodes_registered_with_descriptions_and_tooltips(comfy_server):

@@ -1,0 +1,168 @@
+"""FlowMatchSampler (all-in-one), FlowMatchODESampler (-> SAMPLER), FlowMatchScheduler (-> SIGMAS)."""
+
+from __future__ import annotations
+
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io, ui
+
+from ..samplers.comfy_bridge import sample_flow
+from ..samplers.solvers import METHODS
+from .latent import DEFAULT_SPATIAL_DOWNSCALE
+from .sampling_guard import guard_sampler
+from .sigmas import MODEL_DEFAULT, SCHEDULES, image_size, schedule_sigmas
+
+DEFAULT_SOLVER = "euler"  # what the bundled model is evaluated with (models.evaluate, 20 steps, cfg 4)
+
+
+def check_choice(node: str, name: str, value, options) -> bool | str:
+    """validate_inputs answer for a combo (ComfyUI 0.3.75 does not check V3 combos itself);
+    a linked input arrives as None at queue time and is left to execute."""
+    if value is None or value in options:
+        return True
+    return f"{node}: {name} {value!r} is not one of {list(options)}"
+
+
+def ode_sampler(solver: str, node: str, report: dict | None = None) -> comfy.samplers.KSAMPLER:
+    """The pack's ODE solver as a ComfyUI SAMPLER, behind the interrupt / non-finite guard."""
+    return comfy.samplers.KSAMPLER(guard_sampler(sample_flow, node, report), extra_options={"method": solver})
+
+
+def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise):
+    """KSampler's recipe with our solver: ComfyUI's noise, CFG guider, masks and previews.
+
+    Returns (latent dict, NFE)."""
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    latent_format = model.get_model_object("latent_format")
+    size = image_size(samples.shape, getattr(latent_format, "spatial_downscale", DEFAULT_SPATIAL_DOWNSCALE))
+    sigmas = schedule_sigmas(model, schedule, steps, shift, denoise, size)
+    out = latent.copy()
+    if len(sigmas) < 2:
+        out["samples"] = samples
+        return out, 0
+    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    report = {}
+    callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+    out["samples"] = comfy.sample.sample_custom(
+        model, noise, cfg, ode_sampler(solver, "FlowMatchSampler", report), sigmas, positive, negative, samples,
+        noise_mask=latent.get("noise_mask"), callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )
+    return out, report["nfe"]
+
+
+SOLVER_TOOLTIP = (
+    "ODE solver: euler (1 model call per step), midpoint and heun (2), rk3 (3), rk4 (4); "
+    "dopri5 is adaptive Dormand-Prince and picks its own steps (the NFE shows the cost)."
+)
+SCHEDULE_TOOLTIP = (
+    "model default: the model's own shift (and any ModelSampling node), same as KSampler 'simple'; "
+    "uniform: evenly spaced; sd3 shift: uses the shift input; flux resolution shift: shift grows with image size."
+)
+
+
+class FlowMatchSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowMatchSampler",
+            display_name="Flow Match Sampler",
+            category="flow_matching/sampling",
+            description=(
+                "Samples a flow-matching model (the bundled one or SD3, Flux, AuraFlow, Wan ...) by solving its ODE from "
+                "noise to image, with ComfyUI's own noise, CFG, masks and previews. Shows how many model evaluations "
+                "(NFE) the run used. With euler and 'model default' it matches KSampler (euler, simple)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="A flow-matching model, e.g. from Flow Match Model Loader."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the starting noise; the same seed gives the same image."),
+                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Number of solver steps."),
+                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance: how strongly to follow the prompt (1 = off, faster)."),
+                io.Combo.Input("solver", options=list(METHODS), default=DEFAULT_SOLVER, tooltip=SOLVER_TOOLTIP),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
+                io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
+                               tooltip="Shift for the 'sd3 shift' schedule (higher spends more steps near noise)."),
+                io.Conditioning.Input("positive", tooltip="What the image should show."),
+                io.Conditioning.Input("negative", tooltip="What to steer away from; an empty prompt for plain CFG."),
+                io.Latent.Input("latent_image", tooltip="The starting latent: an empty latent, or an encoded image for img2img."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of the schedule to run: 1 = from pure noise, less keeps more of the input."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The sampled latent; decode it with VAE Decode.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, solver, schedule):
+        solver_ok = check_choice("FlowMatchSampler", "solver", solver, METHODS)
+        return solver_ok if solver_ok is not True else check_choice("FlowMatchSampler", "schedule", schedule, SCHEDULES)
+
+    @classmethod
+    def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
+                denoise) -> io.NodeOutput:
+        latent, nfe = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
+                                  denoise)
+        return io.NodeOutput(latent, ui=ui.PreviewText(f"{solver}: {nfe} model evaluations (NFE)"))
+
+
+class FlowMatchODESampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowMatchODESampler",
+            display_name="Flow Match ODE Sampler",
+            category="flow_matching/sampling",
+            description=(
+                "The pack's flow ODE solvers as a SAMPLER for SamplerCustomAdvanced / SamplerCustom. "
+                "Pair it with Flow Match Scheduler (or any SIGMAS). NFE is written to the server log."
+            ),
+            inputs=[io.Combo.Input("solver", options=list(METHODS), default=DEFAULT_SOLVER, tooltip=SOLVER_TOOLTIP)],
+            outputs=[io.Sampler.Output(tooltip="A sampler for SamplerCustomAdvanced.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, solver):
+        return check_choice("FlowMatchODESampler", "solver", solver, METHODS)
+
+    @classmethod
+    def execute(cls, solver) -> io.NodeOutput:
+        return io.NodeOutput(ode_sampler(solver, "FlowMatchODESampler"))
+
+
+class FlowMatchScheduler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlowMatchScheduler",
+            display_name="Flow Match Scheduler",
+            category="flow_matching/sampling",
+            description=(
+                "Flow-matching sigmas (1 = noise to 0 = image) for SamplerCustomAdvanced: the model's default, uniform, "
+                "SD3 shift or Flux resolution-dependent shift."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The model to schedule for ('model default' reads its shift)."),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
+                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Number of solver steps."),
+                io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
+                               tooltip="Shift for the 'sd3 shift' schedule."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1 = from pure noise; less keeps only the last part of the schedule (img2img)."),
+                io.Int.Input("width", default=1024, min=16, max=16384, step=16,
+                             tooltip="Image width in pixels, for 'flux resolution shift'."),
+                io.Int.Input("height", default=1024, min=16, max=16384, step=16,
+                             tooltip="Image height in pixels, for 'flux resolution shift'."),
+            ],
+            outputs=[io.Sigmas.Output(tooltip="Sigmas from high to 0.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, schedule):
+        return check_choice("FlowMatchScheduler", "schedule", schedule, SCHEDULES)
+
+    @classmethod
+    def execute(cls, model, schedule, steps, shift, denoise, width, height) -> io.NodeOutput:
+        return io.NodeOutput(schedule_sigmas(model, schedule, steps, shift, denoise, (width, height)))
