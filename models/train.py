@@ -1,0 +1,351 @@
+"""Train the flow-matching DiT + text encoder (``python -m comfyui_flowmatch.models.train``).
+
+The seed's loss: x_t = (1 - t) * noise + t * data, target v = data - noise,
+loss = mean((model(x_t, t, text) - v)^2). t is uniform or logit-normal (SD3:
+t = sigmoid(n), n ~ N(0, 1)). AdamW, linear warm-up then cosine decay, gradient
+clipping, EMA weights (the EMA is what gets shipped), ~10% caption dropout to the
+empty prompt for classifier-free guidance.
+
+Every random draw of step k comes from generators seeded with (seed, k), so a run is
+deterministic for a seed and resuming reproduces the uninterrupted run's batches.
+Outputs in ``--run-dir``: ``train_state.safetensors`` (fp32 weights, EMA, optimizer;
+for ``--resume``), ``log.jsonl`` (loss curve), ``samples_<step>.png``; the EMA
+checkpoint goes to ``--output`` (periodically and at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from .checkpoint import FlowMatchBundle, atomic_save_file, save_checkpoint
+from .data import FolderDataset, ShapesDataset
+from .dit import DiTConfig, FlowDiT
+from .generate import generate_images, image_grid
+from .text import TextConfig, TextEncoder, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+T_SAMPLINGS = ("uniform", "logit_normal")
+SAMPLE_PROMPTS = (
+    "a red circle on a black background",
+    "a green square on a gray background in the top left",
+    "a blue triangle on a black background in the bottom right",
+    "a yellow circle on a gray background in the center",
+    "a purple triangle on a gray background",
+    "a orange circle on a black background",
+    "a cyan square on a gray background",
+    "a white triangle on a black background in the top right",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe (architecture lives in `DiTConfig` / `TextConfig`)."""
+
+    steps: int = 3600
+    time_budget_s: float = 0.0
+    batch_size: int = 64
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.05
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    t_sampling: str = "logit_normal"
+    caption_dropout: float = 0.1
+    seed: int = 0
+    log_every: int = 25
+    sample_every: int = 500
+    save_every: int = 250
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "sample_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.time_budget_s < 0:
+            raise ValueError(f"time_budget_s must be >= 0 (0 = no budget), got {self.time_budget_s}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.t_sampling not in T_SAMPLINGS:
+            raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {self.t_sampling!r}")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+
+
+def schedule_progress(step: int, elapsed_s: float, config: TrainConfig) -> float:
+    """Fraction of the run done after warm-up: by steps, or by training time when a budget is set.
+
+    With ``time_budget_s`` the run ends at whichever of `steps` and the budget comes first,
+    so a shared or slow machine still finishes its cosine schedule on time.
+    """
+    by_steps = (step - config.warmup) / max(1, config.steps - config.warmup)
+    by_time = elapsed_s / config.time_budget_s if config.time_budget_s else 0.0
+    return min(1.0, max(0.0, by_steps, by_time))
+
+
+def finished(step: int, elapsed_s: float, config: TrainConfig) -> bool:
+    """True once `steps` are done or the training-time budget (if any) is spent."""
+    return step >= config.steps or 0 < config.time_budget_s <= elapsed_s
+
+
+def learning_rate(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the end of the run."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = schedule_progress(step, elapsed_s, config)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def sample_t(n: int, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Training times t [n] in (0, 1): uniform, or logit-normal (sigmoid of a standard normal)."""
+    if kind == "uniform":
+        return torch.rand(n, generator=generator)
+    return torch.sigmoid(torch.randn(n, generator=generator))
+
+
+def flow_matching_loss(
+    dit: FlowDiT, text_encoder: TextEncoder, ids: torch.Tensor, data: torch.Tensor,
+    noise: torch.Tensor, t: torch.Tensor,
+) -> torch.Tensor:
+    """The seed's loss: mean((v(x_t, t) - (data - noise))^2), x_t = (1 - t) noise + t data."""
+    tb = t.view(-1, 1, 1, 1)
+    x_t = (1 - tb) * noise + tb * data
+    context, pooled = text_encoder(ids)
+    return (dit(x_t, t, context, pooled) - (data - noise)).pow(2).mean()
+
+
+class EMA:
+    """Exponential moving average of a module list's float parameters and buffers."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.shadow = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+
+    @torch.no_grad()
+    def update(self, modules: list[torch.nn.Module], step: int) -> None:
+        # Warm-up of the decay so early averages are not dominated by the random init.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for shadow, module in zip(self.shadow, modules):
+            for k, v in module.state_dict().items():
+                shadow[k].lerp_(v.detach(), 1 - decay)
+
+    def copy_to(self, modules: list[torch.nn.Module]) -> None:
+        for shadow, module in zip(self.shadow, modules):
+            module.load_state_dict(shadow)
+
+
+@dataclass
+class Run:
+    """Everything a training run mutates."""
+
+    dit: FlowDiT
+    text_encoder: TextEncoder
+    tokenizer: Tokenizer
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    step: int = 0
+    elapsed_s: float = 0.0
+
+
+def step_batch(dataset, config: TrainConfig, step: int, tokenizer: Tokenizer) -> tuple[torch.Tensor, ...]:
+    """Deterministic inputs of `step`: (ids, data in [-1, 1], noise, t)."""
+    images, captions = dataset.batch(step, config.batch_size)
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    drop = torch.rand(len(captions), generator=gen) < config.caption_dropout
+    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    data = images * 2 - 1
+    noise = torch.randn(data.shape, generator=gen)
+    t = sample_t(len(captions), config.t_sampling, gen)
+    return tokenizer(captions), data, noise, t
+
+
+def train_step(run: Run, dataset, config: TrainConfig, device: torch.device) -> float:
+    """One optimizer step (LR schedule, clipping, EMA); returns the loss."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(run.step, config, run.elapsed_s)
+    ids, data, noise, t = (x.to(device) for x in step_batch(dataset, config, run.step, run.tokenizer))
+    loss = flow_matching_loss(run.dit, run.text_encoder, ids, data, noise, t)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    run.optimizer.step()
+    run.ema.update([run.dit, run.text_encoder], run.step)
+    run.step += 1
+    return loss.item()
+
+
+def new_run(dit_config: DiTConfig, text_config: TextConfig, tokenizer: Tokenizer, config: TrainConfig,
+            device: torch.device) -> Run:
+    torch.manual_seed(config.seed)
+    dit, text_encoder = FlowDiT(dit_config).to(device), TextEncoder(text_config).to(device)
+    params = [*dit.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
+    return Run(dit, text_encoder, tokenizer, optimizer, EMA([dit, text_encoder], config.ema_decay))
+
+
+def save_train_state(run: Run, path: Path, meta: dict) -> None:
+    """fp32 weights, EMA and AdamW moments in one safetensors file (atomic)."""
+    tensors = {}
+    for prefix, module, shadow in (("dit", run.dit, run.ema.shadow[0]), ("text", run.text_encoder, run.ema.shadow[1])):
+        tensors.update({f"model.{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        tensors.update({f"ema.{prefix}.{k}": v.detach().cpu().contiguous() for k, v in shadow.items()})
+    state = run.optimizer.state_dict()
+    for idx, moments in state["state"].items():
+        for name, value in moments.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().reshape(-1).contiguous() \
+                if name == "step" else value.detach().cpu().contiguous()
+    meta = {**meta, "step": str(run.step), "elapsed_s": str(run.elapsed_s)}
+    atomic_save_file(tensors, path, meta)
+
+
+def load_train_state(run: Run, path: Path) -> dict:
+    """Restore a run saved by `save_train_state`; returns its metadata."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for prefix, module, shadow in (("dit", run.dit, run.ema.shadow[0]), ("text", run.text_encoder, run.ema.shadow[1])):
+        module.load_state_dict({k: tensors[f"model.{prefix}.{k}"] for k in module.state_dict()})
+        for k in shadow:
+            shadow[k].copy_(tensors[f"ema.{prefix}.{k}"])
+    state = run.optimizer.state_dict()
+    for idx in range(len(state["param_groups"][0]["params"])):
+        if f"optim.{idx}.exp_avg" in tensors:
+            state["state"][idx] = {
+                "step": tensors[f"optim.{idx}.step"].reshape(()),
+                "exp_avg": tensors[f"optim.{idx}.exp_avg"],
+                "exp_avg_sq": tensors[f"optim.{idx}.exp_avg_sq"],
+            }
+    run.optimizer.load_state_dict(state)
+    run.step, run.elapsed_s = int(meta["step"]), float(meta["elapsed_s"])
+    return meta
+
+
+def ema_bundle(run: Run) -> FlowMatchBundle:
+    """A bundle holding copies of the networks with the EMA weights, in eval mode."""
+    dit, text_encoder = FlowDiT(run.dit.config), TextEncoder(run.text_encoder.config)
+    run.ema.copy_to([dit, text_encoder])
+    device = next(run.dit.parameters()).device
+    return FlowMatchBundle(dit.to(device).eval(), text_encoder.to(device).eval(), run.tokenizer, {})
+
+
+def save_sample_grid(run: Run, path: Path) -> None:
+    """Euler 20 steps, CFG 4 on `SAMPLE_PROMPTS` with the EMA weights -> PNG grid."""
+    images = generate_images(ema_bundle(run), list(SAMPLE_PROMPTS), steps=20, cfg=4.0, seed=0)
+    image_grid(images, columns=len(SAMPLE_PROMPTS)).resize((len(SAMPLE_PROMPTS) * 64, 64)).save(path)
+
+
+def training_facts(run: Run, config: TrainConfig, data: str, losses: list[float]) -> dict:
+    tail = losses[-100:]
+    return {
+        "steps": run.step,
+        "data": data,
+        "final_loss": round(sum(tail) / max(1, len(tail)), 5),
+        "train_seconds": round(run.elapsed_s, 1),
+        "recipe": asdict(config),
+        "weights": "ema",
+        "torch": torch.__version__,
+    }
+
+
+def train(run: Run, dataset, config: TrainConfig, run_dir: Path, output: Path, data_name: str) -> dict:
+    """Train `run` to `config.steps`; writes state, log, sample grids and the EMA checkpoint."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = next(run.dit.parameters()).device
+    losses: list[float] = []
+    meta = {"train_config": json.dumps(asdict(config)), "data": data_name}
+    with (run_dir / "log.jsonl").open("a") as log, tqdm(total=config.steps, initial=run.step, desc="train") as bar:
+        while not finished(run.step, run.elapsed_s, config):
+            start = time.perf_counter()
+            loss = train_step(run, dataset, config, device)
+            run.elapsed_s += time.perf_counter() - start
+            losses.append(loss)
+            bar.update(1)
+            lr = run.optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if run.step % config.log_every == 0:
+                recent = losses[-config.log_every:]
+                log.write(json.dumps({"step": run.step, "loss": sum(recent) / len(recent),
+                                      "lr": lr,
+                                      "elapsed_s": round(run.elapsed_s, 1)}) + "\n")
+                log.flush()
+            done = finished(run.step, run.elapsed_s, config)
+            if run.step % config.save_every == 0 or done:
+                save_train_state(run, run_dir / "train_state.safetensors", meta)
+                bundle = ema_bundle(run)
+                save_checkpoint(output, bundle.dit, bundle.text_encoder, run.tokenizer,
+                                training_facts(run, config, data_name, losses))
+            if run.step % config.sample_every == 0 or done:
+                save_sample_grid(run, run_dir / f"samples_{run.step:06d}.png")
+    facts = training_facts(run, config, data_name, losses)
+    logger.info("done: %s", json.dumps(facts))
+    return facts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m comfyui_flowmatch.models.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, help="EMA checkpoint path (.safetensors)")
+    parser.add_argument("--run-dir", required=True, help="folder for train state, log and sample grids")
+    parser.add_argument("--data", default="shapes", help="'shapes' (procedural) or a folder of images + .txt")
+    parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/train_state.safetensors")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    for field, default in asdict(TrainConfig()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+    for field, default in asdict(DiTConfig()).items():
+        if field != "text_dim":
+            parser.add_argument(f"--dit-{field.replace('_', '-')}", type=type(default), default=default)
+    for field in ("dim", "depth", "heads", "max_length"):
+        default = getattr(TextConfig(vocab_size=1), field)
+        parser.add_argument(f"--text-{field.replace('_', '-')}", type=int, default=default)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    dit_fields = {f: getattr(args, f"dit_{f}") for f in asdict(DiTConfig()) if f != "text_dim"}
+    if args.data == "shapes":
+        dataset = ShapesDataset(seed=config.seed, size=dit_fields["image_size"])
+    else:
+        dataset = FolderDataset(args.data, seed=config.seed, size=dit_fields["image_size"])
+    tokenizer = Tokenizer.from_captions(dataset.vocabulary_captions(), max_length=args.text_max_length)
+    text_config = TextConfig(vocab_size=len(tokenizer.vocab), dim=args.text_dim, depth=args.text_depth,
+                             heads=args.text_heads, max_length=args.text_max_length)
+    dit_config = DiTConfig(**dit_fields, text_dim=args.text_dim)
+    run = new_run(dit_config, text_config, tokenizer, config, device)
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        meta = load_train_state(run, run_dir / "train_state.safetensors")
+        logger.info("resumed at step %d (%.0f s trained)", run.step, run.elapsed_s)
+        if json.loads(meta["train_config"]) != asdict(config):
+            logger.warning("resuming with a different training config than the saved run")
+    n_params = sum(p.numel() for p in [*run.dit.parameters(), *run.text_encoder.parameters()])
+    logger.info("device %s, %d threads, %.2fM parameters", device, torch.get_num_threads(), n_params / 1e6)
+    train(run, dataset, config, run_dir, Path(args.output), args.data)
+
+
+if __name__ == "__main__":
+    main()
