@@ -137,6 +137,8 @@ def _widget_inputs(node: dict, info: dict) -> dict[str, Any]:
         if not _is_widget(spec):
             continue
         if position >= len(values):
+            if name in order.get("optional", []):
+                continue  # an input added to the node after the workflow was saved: the server's default applies
             raise ValueError(
                 f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, too few for input "
                 f"{name!r}; re-save the workflow with this server's version of the node"

@@ -23,7 +23,7 @@ from comfyui_flowmatch.client.ui_to_api import ui_to_api
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-BUNDLED_UI, BUNDLED_API = WORKFLOWS / "text_to_image.json", WORKFLOWS / "text_to_image_api.json"
+BUNDLED_UI, BUNDLED_API = WORKFLOWS / "text_to_image.json", WORKFLOWS / "api" / "text_to_image_api.json"
 needs_bundled_workflows = pytest.mark.skipif(
     not (BUNDLED_UI.exists() and BUNDLED_API.exists()),
     reason="waiting for the workflows engineer: workflows/text_to_image.json and text_to_image_api.json do not exist yet",
