@@ -69,8 +69,9 @@ demo: setup
 # add `--steps 3355 --time-budget-s 0` for a step-exact rerun).
 train-bundled: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m comfyui_flowmatch.models.train --output models/weights/flowmatch_shapes.safetensors \
-		--run-dir runs/flowmatch_shapes --steps 6000 --time-budget-s 4200 --batch-size 64 --lr 6e-4 --warmup 200 \
-		--ema-decay 0.999 --seed 0 --threads 2
+		--run-dir runs/flowmatch_shapes --steps 20000 --time-budget-s 4800 --batch-size 64 --lr 8e-4 --warmup 200 \
+		--ema-decay 0.999 --t-sampling uniform --dit-width 128 --dit-depth 6 --dit-heads 4 --dit-prediction data \
+		--seed 0 --threads 2
 
 clean:
 	rm -rf $(VENV) $(DEFAULT_COMFYUI) .cache output

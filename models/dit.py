@@ -21,6 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+PREDICTIONS = ("velocity", "data")
+MIN_GAP = 0.05  # floor on 1 - t when a data estimate is turned into a velocity
+
+
 @dataclass(frozen=True)
 class DiTConfig:
     """Shape of `FlowDiT`.
@@ -35,17 +39,23 @@ class DiTConfig:
         text_dim: width D of the text tokens and pooled vector.
         mlp_ratio: MLP hidden width / width.
         conv_channels: channels of the full-resolution conv stem and head.
+        prediction: what the conv head outputs. ``"velocity"``: v itself. ``"data"``: a
+            clean-image estimate d, turned into v = (d - x_t) / max(1 - t, MIN_GAP) (the
+            x-prediction of JiT, Li & He 2025); a piecewise-flat image is easier for a
+            patch model to draw than v, which carries the full-resolution noise.
+            `forward` returns v either way.
     """
 
     image_size: int = 32
     channels: int = 3
     patch: int = 4
-    width: int = 192
+    width: int = 128
     depth: int = 6
-    heads: int = 6
+    heads: int = 4
     text_dim: int = 128
     mlp_ratio: float = 4.0
     conv_channels: int = 32
+    prediction: str = "velocity"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "patch", "width", "depth", "heads", "text_dim", "conv_channels"):
@@ -55,6 +65,8 @@ class DiTConfig:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch {self.patch}")
         if self.width % self.heads or (self.width // self.heads) % 4:
             raise ValueError(f"width {self.width} / heads {self.heads} must be an integer multiple of 4")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
 
@@ -183,4 +195,8 @@ class FlowDiT(nn.Module):
         tokens = self.unpatch(modulate(self.final_norm(tokens), shift, scale))
         cc = self.config.conv_channels
         grid = tokens.view(b, gh, gw, p, p, cc).permute(0, 5, 1, 3, 2, 4).reshape(b, cc, height, width)
-        return self.head(torch.cat([grid, features], dim=1))
+        out = self.head(torch.cat([grid, features], dim=1))
+        if self.config.prediction == "velocity":
+            return out
+        gap = (1 - t.to(out.dtype)).clamp_min(MIN_GAP).view(-1, 1, 1, 1)
+        return (out - x) / gap

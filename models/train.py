@@ -55,13 +55,13 @@ class TrainConfig:
     steps: int = 3600
     time_budget_s: float = 0.0
     batch_size: int = 64
-    lr: float = 6e-4
+    lr: float = 8e-4
     min_lr_ratio: float = 0.05
     warmup: int = 200
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    t_sampling: str = "logit_normal"
+    t_sampling: str = "uniform"
     caption_dropout: float = 0.1
     seed: int = 0
     log_every: int = 25

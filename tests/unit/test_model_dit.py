@@ -1,9 +1,11 @@
-"""FlowDiT: shapes, other image sizes, zero-init output, config validation."""
+"""FlowDiT: shapes, other image sizes, zero-init output, data prediction, config validation."""
+
+from dataclasses import replace
 
 import pytest
 import torch
 
-from comfyui_flowmatch.models.dit import DiTConfig, FlowDiT, sincos_2d
+from comfyui_flowmatch.models.dit import MIN_GAP, DiTConfig, FlowDiT, sincos_2d
 
 pytestmark = pytest.mark.unit
 
@@ -51,6 +53,31 @@ def test_fresh_model_predicts_zero_velocity():
     assert FlowDiT(TINY)(*inputs(2, 16, 16)).abs().max() == 0
 
 
+def test_data_prediction_turns_the_head_output_into_a_velocity():
+    """v = (d - x_t) / max(1 - t, MIN_GAP): with the zero-initialised head d = 0, so v = -x_t / gap."""
+    x, _, ctx, pooled = inputs(3, 16, 16)
+    t = torch.tensor([0.0, 0.5, 1.0])
+    v = FlowDiT(replace(TINY, prediction="data"))(x, t, ctx, pooled)
+    gap = torch.tensor([1.0, 0.5, MIN_GAP]).view(-1, 1, 1, 1)
+    assert torch.allclose(v, -x / gap)
+
+
+def test_data_prediction_recovers_the_exact_velocity_from_the_true_image():
+    """If the head outputs the true data d, v is exactly data - noise (t below 1 - MIN_GAP)."""
+    g = torch.Generator().manual_seed(2)
+    data, noise = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.randn(2, 3, 16, 16, generator=g)
+    t = torch.tensor([0.2, 0.9])
+    x_t = (1 - t.view(-1, 1, 1, 1)) * noise + t.view(-1, 1, 1, 1) * data
+
+    class IdealHead(torch.nn.Module):
+        def forward(self, features):
+            return data
+
+    model = FlowDiT(replace(TINY, prediction="data"))
+    model.head = IdealHead()
+    assert torch.allclose(model(x_t, t, *inputs(2, 16, 16)[2:]), data - noise, atol=1e-5)
+
+
 def test_batch_items_are_independent():
     model = randomized()
     x, t, ctx, pooled = inputs(4, 16, 16)
@@ -74,7 +101,7 @@ def test_sincos_positions_depend_on_the_grid_only():
 
 @pytest.mark.parametrize("field, value, message", [
     ("patch", 5, "multiple of patch"), ("heads", 5, "heads"), ("depth", 0, "depth must be >= 1"),
-    ("mlp_ratio", 0.0, "mlp_ratio"),
+    ("mlp_ratio", 0.0, "mlp_ratio"), ("prediction", "noise", "prediction must be one of"),
 ])
 def test_config_validation_names_the_value(field, value, message):
     kwargs = {**TINY.to_dict(), field: value}
