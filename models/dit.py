@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_checks import require_positive
+
 
 PREDICTIONS = ("velocity", "data")
 MIN_GAP = 0.05  # floor on 1 - t when a data estimate is turned into a velocity
@@ -58,9 +60,7 @@ class DiTConfig:
     prediction: str = "velocity"
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "channels", "patch", "width", "depth", "heads", "text_dim", "conv_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("image_size", "channels", "patch", "width", "depth", "heads", "text_dim", "conv_channels"))
         if self.image_size % self.patch:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch {self.patch}")
         if self.width % self.heads or (self.width // self.heads) % 4:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_checks import require_positive
+
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS)
 # Words are runs of letters/digits; other visible characters (emoji, NUL, symbols)
@@ -101,9 +103,7 @@ class TextConfig:
     max_length: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "depth", "heads", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("vocab_size", "dim", "depth", "heads", "max_length"))
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
 

@@ -28,6 +28,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from .checkpoint import FlowMatchBundle, atomic_save_file, save_checkpoint
+from .config_checks import require_positive
 from .data import FolderDataset, ShapesDataset
 from .dit import DiTConfig, FlowDiT
 from .generate import generate_images, image_grid
@@ -69,9 +70,7 @@ class TrainConfig:
     save_every: int = 250
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "sample_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("steps", "batch_size", "log_every", "sample_every", "save_every"))
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:

@@ -132,6 +132,29 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def accuracy_markdown(rows: list[dict]) -> str:
+    """`accuracy_table` rows as a Markdown table."""
+    lines = ["| method | steps | NFE | max error | observed order |", "|---|---|---|---|---|"]
+    for r in rows:
+        order = "" if math.isnan(r["order"]) else f"{r['order']:.2f}"
+        lines.append(f"| {r['method']} | {r['steps']} | {r['nfe']} | {r['error']:.2e} | {order} |")
+    return "\n".join(lines)
+
+
+def overhead_markdown(repeats: int, steps: int = 10, shape: tuple[int, ...] = (1, 4, 32, 32)) -> str:
+    """`overhead_ratio` for every fixed-step method, as a Markdown table."""
+    latent = "x".join(map(str, shape))
+    lines = [
+        "| method | latent | steps | ms per velocity call | integrate / bare calls | integrate's own us per call"
+        " | implied ratio at 1 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in FIXED:
+        ratio, ms, us = overhead_ratio(method, steps, shape, repeats)
+        lines.append(f"| {method} | {latent} fp32 | {steps} | {ms:.2f} | {ratio:.3f} | {us:.1f} | {1 + us / 1000:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plot", type=Path, default=None, help="write the error-vs-NFE PNG here")
@@ -139,20 +162,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = accuracy_table([4, 8, 16, 32, 64], [1e-3, 1e-5, 1e-7, 1e-9])
-    print("| method | steps | NFE | max error | observed order |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        order = "" if math.isnan(r["order"]) else f"{r['order']:.2f}"
-        print(f"| {r['method']} | {r['steps']} | {r['nfe']} | {r['error']:.2e} | {order} |")
-    print()
-    print("| method | latent | steps | ms per velocity call | integrate / bare calls | integrate's own us per call | implied ratio at 1 ms |")
-    print("|---|---|---|---|---|---|---|")
-    for method in FIXED:
-        ratio, ms, us = overhead_ratio(method, 10, (1, 4, 32, 32), args.repeats)
-        print(f"| {method} | 1x4x32x32 fp32 | 10 | {ms:.2f} | {ratio:.3f} | {us:.1f} | {1 + us / 1000:.3f} |")
+    report = [accuracy_markdown(rows), overhead_markdown(args.repeats)]
     if args.plot is not None:
         plot(rows, args.plot)
-        print(f"\nplot: {args.plot}")
+        report.append(f"plot: {args.plot}")
+    print("\n\n".join(report))  # the CLI's output
 
 
 if __name__ == "__main__":
