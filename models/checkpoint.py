@@ -65,7 +65,12 @@ def latent_description(config: DiTConfig) -> dict:
     }
 
 
-def _sniff_refusal(path: Path, head: bytes) -> str | None:
+def _sniff_refusal(head: bytes, size: int) -> str | None:
+    """Why the first 9 bytes are a pickle or zip, not safetensors. A safetensors file is
+    recognised first (a fitting header length, then `{`): its length's low byte may be
+    0x80 or spell "PK"."""
+    if len(head) == 9 and struct.unpack("<Q", head[:8])[0] <= size - 8 and head[8:9] == b"{":
+        return None
     if head[:1] == b"\x80":
         return "it is a Python pickle (refusing to unpickle: pickles can run code)"
     if head[:2] == b"PK":
@@ -91,10 +96,12 @@ def read_header(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: not a regular file (a folder, device or pipe); a checkpoint must be a file")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
-        refusal = _sniff_refusal(path, head)
+        head = f.read(9)
+        refusal = _sniff_refusal(head, size)
         if refusal:
             raise CheckpointError(f"{path}: not a safetensors file: {refusal}")
+        head = head[:8]
+        f.seek(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
         (header_len,) = struct.unpack("<Q", head)
