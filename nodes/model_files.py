@@ -43,4 +43,10 @@ def resolve_checkpoint(name: str) -> str:
             f"FlowMatchModelLoader: ckpt_name {name!r} is not a checkpoint in the flow_matching folders "
             f"({folders}). Put the .safetensors file there and pick it from the list."
         )
-    return folder_paths.get_full_path_or_raise(FOLDER_NAME, name)
+    try:
+        return folder_paths.get_full_path_or_raise(FOLDER_NAME, name)
+    except FileNotFoundError:  # listed, yet not a regular file: a pipe, a device, a link gone stale
+        raise ValueError(
+            f"FlowMatchModelLoader: ckpt_name {name!r} is in the flow_matching folders but is not a regular file "
+            "(a pipe, a device or a broken link). Replace it with the .safetensors file itself."
+        ) from None

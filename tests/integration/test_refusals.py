@@ -190,3 +190,110 @@ def test_video_latent_into_the_image_model_is_refused(comfy_server, tiny):
     latent = load_latent_file(comfy_server, "video.latent", torch.randn(1, 3, 2, 16, 16))
     message = execution_error(comfy_server, sampled_graph(tiny, latent))["exception_message"]
     assert "the latent is video (5-D)" in message, message
+
+
+# -- the loader: files in the models folder ----------------------------------------------------
+
+def loader_only(name):
+    g = ng.Graph()
+    loader = g.add("FlowMatchModelLoader", ckpt_name=name)
+    g.add("SaveLatent", samples=ng.out(g.add("FlowMatchEmptyLatent", model=ng.out(loader), width=SIZE, height=SIZE,
+                                             batch_size=1)), filename_prefix="loader")
+    return g.prompt
+
+
+def models_folder(server):
+    folder = server.models_dir / "flow_matching"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_symlink_to_a_private_file_is_refused_without_quoting_it(comfy_server, tiny, tmp_path):
+    secret = tmp_path / "private.txt"
+    secret.write_bytes(b"SECRET-password-1234\n" * 4)
+    link = models_folder(comfy_server) / "linked_secret.safetensors"
+    link.symlink_to(secret)
+    try:
+        data = execution_error(comfy_server, loader_only(link.name))
+    finally:
+        link.unlink()  # the server is shared: leave its folder as other tests expect it
+    message = data["exception_message"]
+    assert message.startswith("FlowMatchModelLoader:") and "linked_secret.safetensors" in message, message
+    assert "SECRET" not in message and "password" not in message and "not a safetensors file" in message
+
+
+def test_symlink_to_a_valid_checkpoint_loads_and_samples(comfy_server, tiny):
+    (models_folder(comfy_server) / "linked_tiny.safetensors").symlink_to(models_folder(comfy_server) / tiny)
+    assert_next_prompt_runs(comfy_server, "linked_tiny.safetensors")
+
+
+def test_pipe_in_the_models_folder_is_refused_not_waited_on(comfy_server, tiny):
+    import os
+
+    pipe = models_folder(comfy_server) / "pipe.safetensors"
+    os.mkfifo(pipe)
+    try:
+        details = validation_error(comfy_server, loader_only(pipe.name))
+    finally:
+        pipe.unlink()
+    assert "pipe.safetensors" in details and "not a regular file" in details, details
+    assert_next_prompt_runs(comfy_server, tiny)
+
+
+def rewritten(server, tiny, name, change):
+    """A copy of the tiny checkpoint in the models folder with its header changed by `change`."""
+    import json
+    import struct
+
+    raw = (models_folder(server) / tiny).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    change(header)
+    text = json.dumps(header).encode()
+    (models_folder(server) / name).write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    return name
+
+
+def test_list_where_a_dtype_belongs_is_refused_naming_file_and_tensor(comfy_server, tiny):
+    def change(header):
+        header["dit.stem.0.weight"]["dtype"] = ["F32"]
+
+    name = rewritten(comfy_server, tiny, "dtype_list.safetensors", change)
+    message = execution_error(comfy_server, loader_only(name))["exception_message"]
+    assert name in message and "tensor 'dit.stem.0.weight': dtype ['F32'] is not a safetensors dtype" in message
+
+
+def test_width_of_a_million_is_refused_before_allocating(comfy_server, tiny):
+    import json
+
+    def change(header):
+        config = json.loads(header["__metadata__"]["dit_config"])
+        config["width"] = 10**6
+        header["__metadata__"]["dit_config"] = json.dumps(config)
+
+    name = rewritten(comfy_server, tiny, "wide.safetensors", change)
+    message = execution_error(comfy_server, loader_only(name))["exception_message"]
+    assert name in message and "dit_config width = 1000000 is outside 1..16384" in message, message
+    assert_next_prompt_runs(comfy_server, tiny)
+
+
+# -- limits are lifted (and lowered) by environment variables -----------------------------------
+
+@pytest.fixture(scope="module")
+def limited_server(start_comfy_server, tiny, comfy_server):
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FLOWMATCH_MAX_SCHEDULE_STEPS", "10")
+        env.setenv("FLOWMATCH_MAX_TOKENS", "4096")
+        server = start_comfy_server()
+    ng.install(server, models_folder(comfy_server) / tiny)
+    return server
+
+
+def test_environment_lowers_the_schedule_limit(limited_server, tiny):
+    details = validation_error(limited_server, sampled_graph(tiny, steps=8, denoise=0.5))
+    assert "16-step schedule" in details and "the limit is 10" in details, details
+
+
+def test_environment_lifts_the_token_limit(limited_server, tiny):
+    entry = limited_server.run_prompt(sampled_graph(tiny, empty(256, 256), steps=1))
+    assert entry["status"]["status_str"] == "success", ng.error_message(entry)
