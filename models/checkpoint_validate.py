@@ -129,8 +129,9 @@ def _check_fields(path: os.PathLike, part: str, config: object) -> None:
         if not numeric:
             raise CheckpointError(f"{path}: {part}_config {field} must be a number, got {shown(value)}")
         if not 0 < value <= ceiling:
+            allowed = f"(0, {ceiling:g}]" if isinstance(ceiling, float) else f"1..{ceiling}"
             raise CheckpointError(
-                f"{path}: {part}_config {field} = {value} is outside 1..{ceiling:g}; refusing to build a network "
+                f"{path}: {part}_config {field} = {value} is outside {allowed}; refusing to build a network "
                 "that size (the file is damaged or not made by this pack)"
             )
 

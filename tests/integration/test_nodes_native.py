@@ -248,3 +248,18 @@ def test_empty_latent_takes_scale_and_channels_from_the_models_latent_format(nat
         ours, theirs = shapes[fmt]
         assert ours == theirs, (fmt, node, ours, theirs)
     assert shapes["Wan22"] == [(1, 48, 5, 6, 8)]
+
+
+def test_native_latent_over_comfyuis_memory_estimate_is_refused(native):
+    """8192 x 8192, batch 16 for SD3: the latent itself is 1 GiB, one model call by ComfyUI's own
+    estimate is terabytes; refused by the empty latent, and the server runs the next prompt."""
+    server, _ = native
+    g = ng.Graph()
+    model = ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
+    latent = g.add("FlowMatchEmptyLatent", model=model, width=8192, height=8192, batch_size=16)
+    g.add("SaveLatent", samples=ng.out(latent), filename_prefix="too_big")
+    entry = server.run_prompt(g.prompt)
+    assert entry["status"]["status_str"] == "error"
+    message = ng.error_message(entry)
+    assert message.startswith("FlowMatchEmptyLatent: a latent of batch 16, 16 channels, 1024x1024 needs about"), message
+    assert "per model call (ComfyUI's estimate)" in message and "FLOWMATCH_MEMORY_CHECK=off" in message, message

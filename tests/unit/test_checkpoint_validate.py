@@ -179,7 +179,7 @@ def resave(valid, tmp_path, change, name="changed.safetensors"):
     ("dit_config", "depth", 10**9, "dit_config depth = 1000000000 is outside 1..128"),
     ("dit_config", "width", "32", "dit_config width must be a number, got '32'"),
     ("dit_config", "width", True, "dit_config width must be a number, got True"),
-    ("dit_config", "mlp_ratio", 1e9, "mlp_ratio = 1000000000.0 is outside 1..16"),
+    ("dit_config", "mlp_ratio", 1e9, "mlp_ratio = 1000000000.0 is outside (0, 16]"),
     ("dit_config", "heads", 0, "heads = 0 is outside"),
     ("text_config", "vocab_size", 10**12, "text_config vocab_size = 1000000000000 is outside"),
     ("dit_config", "flavour", "x", "unexpected keyword argument 'flavour'"),
@@ -252,3 +252,13 @@ def test_dangling_symlink_is_a_missing_file(tmp_path):
     link = tmp_path / "gone.safetensors"
     link.symlink_to(tmp_path / "nowhere")
     assert "no such checkpoint file" in refused(link)
+
+
+@pytest.mark.parametrize("header_length", [0x180, 0x4B50], ids=["starts 0x80 like a pickle", "starts 'PK' like a zip"])
+def test_valid_file_whose_length_bytes_look_like_a_pickle_or_zip_is_read(tmp_path, header_length):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (header_length - len(header))  # safetensors pads headers with spaces too
+    path = tmp_path / "padded.safetensors"
+    path.write_bytes(struct.pack("<Q", header_length) + header + bytes(4))
+    assert path.read_bytes()[:1] in (b"\x80", b"P")
+    assert read_header(path)["w"]["shape"] == [1]
