@@ -263,3 +263,18 @@ def test_native_latent_over_comfyuis_memory_estimate_is_refused(native):
     message = ng.error_message(entry)
     assert message.startswith("FlowMatchEmptyLatent: a latent of batch 16, 16 channels, 1024x1024 needs about"), message
     assert "per model call (ComfyUI's estimate)" in message and "FLOWMATCH_MEMORY_CHECK=off" in message, message
+
+
+@pytest.mark.parametrize("fmt, width, expected", [
+    ("LTXV", 16, "FlowMatchEmptyLatent: 16x64 is smaller than one latent cell of this model (32x32 pixels)"),
+    ("StableAudio1", 64, "FlowMatchEmptyLatent: the model takes 1-D latents, not images or video"),
+])
+def test_empty_latent_the_models_format_cannot_hold_is_refused(native, fmt, width, expected):
+    server, _ = native
+    g = ng.Graph()
+    base = ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
+    model = ng.out(g.add("FMTestLatentFormat", model=base, latent_format=fmt))
+    latent = g.add("FlowMatchEmptyLatent", model=model, width=width, height=64, batch_size=1)
+    g.add("SaveLatent", samples=ng.out(latent), filename_prefix="cannot_hold")
+    entry = server.run_prompt(g.prompt)
+    assert entry["status"]["status_str"] == "error" and expected in ng.error_message(entry), ng.error_message(entry)
