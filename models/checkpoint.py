@@ -100,23 +100,24 @@ def read_header(path: str | os.PathLike) -> dict:
         refusal = _sniff_refusal(head, size)
         if refusal:
             raise CheckpointError(f"{path}: not a safetensors file: {refusal}")
-        head = head[:8]
-        f.seek(8)
-        if len(head) < 8:
+        if size < 8:
             raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
-        (header_len,) = struct.unpack("<Q", head)
+        (header_len,) = struct.unpack("<Q", head[:8])
         if header_len > min(size - 8, MAX_HEADER_BYTES):
             raise CheckpointError(
                 f"{path}: not a safetensors file, or truncated: its first 8 bytes do not give a header length "
                 f"that fits in the file ({size} bytes)"
             )
+        f.seek(8)
         raw = f.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: not UTF-8 text at byte {err.start})") from None
+        problem = f"not UTF-8 text at byte {err.start}"
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {problem})") from None
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {err.msg} at byte {err.pos})") from None
+        problem = f"{err.msg} at byte {err.pos}"
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {problem})") from None
     except RecursionError:
         raise CheckpointError(f"{path}: not a safetensors file (header JSON nested too deeply)") from None
     validate_header(header, path, size - 8 - header_len)
@@ -142,7 +143,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: metadata is missing key(s) {missing}")
     if raw["format_version"] not in {str(v) for v in SUPPORTED_VERSIONS}:
         raise CheckpointError(
-            f"{path}: unknown format version {shown(raw['format_version'])}; this code reads {sorted(SUPPORTED_VERSIONS)}"
+            f"{path}: unknown format version {shown(raw['format_version'])}; "
+            f"this code reads {sorted(SUPPORTED_VERSIONS)}"
         )
     parsed = {}
     for key in ("dit_config", "text_config", "tokenizer", "latent", "training"):

@@ -96,7 +96,9 @@ def validate_header(header: object, path: os.PathLike, data_len: int) -> None:
         raise CheckpointError(f"{path}: __metadata__ must be a JSON object of strings, got {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(value, str):
-            raise CheckpointError(f"{path}: __metadata__ entry {shown(key)} must be a string, got {type(value).__name__}")
+            raise CheckpointError(
+                f"{path}: __metadata__ entry {shown(key)} must be a string, got {type(value).__name__}"
+            )
     spans = sorted(
         (_tensor_bytes(path, name, info)[:2], name) for name, info in header.items() if name != "__metadata__"
     )

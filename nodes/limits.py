@@ -1,15 +1,13 @@
 """Work limits: absurd requests are refused before any work, with the limit and how to lift it.
 
-| limit | default | lift it with |
-|---|---|---|
-| schedule length `steps / denoise` | 10,000 | `FLOWMATCH_MAX_SCHEDULE_STEPS` |
-| tokens per image per model call (FlowMatch models) | 64 x the model's native tokens (32 px, patch 4: 4,096 tokens = 256 x 256 px) | `FLOWMATCH_MAX_TOKENS` |
-| tokens of a whole latent batch (FlowMatch models; a CFG call may hold two batches) | 65,536 | `FLOWMATCH_MAX_BATCH_TOKENS` |
-| one model call's memory (native models, ComfyUI's own estimate `memory_required`) and an empty latent's bytes | the free memory ComfyUI reports (`get_free_memory`, plus what loaded models would release) | `FLOWMATCH_MEMORY_CHECK=off` |
+- schedule length `steps / denoise`: 10,000 (`FLOWMATCH_MAX_SCHEDULE_STEPS`);
+- FlowMatch models, tokens per image in one call: 64 x the model's native tokens
+  (`FLOWMATCH_MAX_TOKENS`); tokens of a whole latent batch: 65,536 (`FLOWMATCH_MAX_BATCH_TOKENS`);
+- native models, one call on the whole batch by ComfyUI's own estimate (`memory_required`), and
+  any empty latent's bytes: the free memory ComfyUI reports (`FLOWMATCH_MEMORY_CHECK=off`).
 
-The environment variables are read at each check, so they can be set before starting
-ComfyUI (or changed by a custom node at run time). Latents that do not fit the model
-(channels, dimensions, scale, patch) are refused by `check_latent_fits_model`.
+The environment is read at each check. The table of limits and refusals is in
+docs/reliability.md; latents that do not fit the model are `latent_fit`'s job.
 """
 
 from __future__ import annotations

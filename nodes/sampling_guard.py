@@ -1,6 +1,7 @@
 """What every sampling path of the pack does before it starts (the latent fits the model
-and the work limits) and per model call and per step: an interrupt check, a non-finite guard naming the step, an NFE count, and the step callback that drives
-ComfyUI's progress bar and latent previews."""
+and the work limits) and per model call and per step: an interrupt check, a non-finite
+guard naming the step, an NFE count, and the step callback that drives ComfyUI's progress
+bar and latent previews."""
 
 from __future__ import annotations
 
