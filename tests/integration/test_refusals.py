@@ -297,3 +297,21 @@ def test_environment_lowers_the_schedule_limit(limited_server, tiny):
 def test_environment_lifts_the_token_limit(limited_server, tiny):
     entry = limited_server.run_prompt(sampled_graph(tiny, empty(256, 256), steps=1))
     assert entry["status"]["status_str"] == "success", ng.error_message(entry)
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+def test_megabyte_prompt_encodes_with_a_short_note(comfy_server, tiny):
+    g = ng.Graph()
+    loader = g.add("FlowMatchModelLoader", ckpt_name=tiny)
+    text = " ".join(f"w{i}" for i in range(150_000))  # ~1 MB, every word unknown to the model
+    encode = g.add("FlowMatchTextEncode", clip=ng.out(loader, 1), text="a red circle " + text)
+    g.add("SaveLatent", samples=ng.out(g.add("FlowMatchSampler", model=ng.out(loader), seed=0, steps=1, cfg=1.0,
+                                             solver="euler", schedule="uniform", shift=3.0,
+                                             positive=ng.out(encode), negative=ng.out(encode),
+                                             latent_image=ng.out(empty(SIZE, SIZE)(g, loader)), denoise=1.0)),
+          filename_prefix="long_prompt")
+    entry = comfy_server.run_prompt(g.prompt)
+    assert entry["status"]["status_str"] == "success", ng.error_message(entry)
+    (note,) = entry["outputs"][encode]["text"]
+    assert "'w0'" in note and "and 149988 more" in note and "dropped 149996" in note and len(note) < 1000, note
