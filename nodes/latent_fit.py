@@ -64,6 +64,8 @@ def fit_problem(node: str, model, samples: torch.Tensor, check_empty: bool = Tru
     reshapes it to the model's channels, which is right only for 8x models. For any
     other scale it would silently give an image of the wrong size, so it is refused.
     `check_empty=False` skips that test (the latent was already reshaped)."""
+    if samples.is_nested:  # several latents in one (ComfyUI's multi-part models): left to the model
+        return None
     want = model_geometry(model)
     name = model_name(model)
     if want.dimensions not in (2, 3):
