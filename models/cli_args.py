@@ -4,6 +4,7 @@ Every check runs before any work: a bad argument ends the command with one line 
 stderr, ``<prog>: error: <what is wrong and what to do>``, and exit code 2, the code
 argparse uses for usage errors. `run_cli` gives errors found later (an unreadable
 checkpoint, a train state that does not fit) the same shape instead of a traceback.
+Importing this module imports neither torch nor PIL, so the batch client's CLI uses it too.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from PIL import Image
+if TYPE_CHECKING:
+    from PIL import Image
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 MAX_STEPS = 10_000
@@ -123,7 +125,7 @@ def writable_folder(folder: Path) -> Path:
     return folder
 
 
-def save_image_atomic(image: Image.Image, path: Path) -> None:
+def save_image_atomic(image: "Image.Image", path: Path) -> None:
     """Save `image` in the format of `path`'s suffix; readers see no file or the whole one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.part")
