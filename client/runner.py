@@ -281,7 +281,7 @@ class BatchRunner:
             try:
                 self._finish(attempt, entry)
             except ValueError as error:
-                self._fail(attempt, f"could not fetch its images: {error}")
+                self._fail(attempt, f"its images were not saved: {error}")
         else:
             self._fail(attempt, f"history says {status.get('status_str')!r} but not completed")
         return True
