@@ -8,7 +8,6 @@ that writes any file name, a noise image, and a POST /prompt that fails inside C
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess

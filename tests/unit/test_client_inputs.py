@@ -6,7 +6,6 @@ real batch, a second `queue` on the same folder) are in tests/integration/test_c
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import signal
@@ -18,6 +17,7 @@ from comfyui_flowmatch.client.batch import load_workflow, run_queue
 from comfyui_flowmatch.client.cli import main as queue_main
 from comfyui_flowmatch.client.folder_lock import LOCK_FILE_NAME, FolderBusy
 from comfyui_flowmatch.client.jobs import Job, plan_jobs
+from comfyui_flowmatch.client.local_server import server_environment
 from comfyui_flowmatch.client.outputs import image_names, write_atomic
 from comfyui_flowmatch.client.rows import Row, read_rows
 from comfyui_flowmatch.client.state import StateFile
@@ -233,3 +233,8 @@ def test_a_damaged_state_file_releases_the_lock_and_says_what_to_do(tmp_path):
 def test_the_client_refuses_unknown_api_url_shapes_early():
     with pytest.raises(ValueError, match="not an http"):
         ComfyAPI("127.0.0.1:8188")
+
+
+def test_servers_the_pack_starts_do_not_spin_idle_threads():
+    assert server_environment({"PATH": "/bin"})["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert server_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE", "an explicit choice wins"
