@@ -103,7 +103,7 @@ class ComfyAPI:
         """GET a JSON route; a 4xx answer raises ValueError naming the path, a body that is not JSON ServerUnavailable."""
         status, payload = self.request("GET", path, timeout=timeout)
         if status >= 400:
-            raise ValueError(f"GET {self.url}{path} answered {status}: {payload}")
+            raise ValueError(f"GET {self.url}{path} answered {status}: {_shorten(payload)}")
         if isinstance(payload, str):
             raise ServerUnavailable(f"GET {self.url}{path} answered {status} without JSON (cut short?): {payload[:200]}")
         return payload
@@ -125,7 +125,7 @@ class ComfyAPI:
             return payload
         if isinstance(payload, dict):
             raise PromptRejected(payload.get("error", f"HTTP {status}"), payload.get("node_errors", {}))
-        raise PromptRejected(f"HTTP {status}: {payload}", {})
+        raise PromptRejected(f"POST {self.url}/prompt answered {status}: {_shorten(payload)}", {})
 
     def history(self, prompt_id: str) -> dict | None:
         """The /history entry of `prompt_id`, or None while it is not finished (or unknown)."""
