@@ -120,7 +120,8 @@ def run_queue(
     state = StateFile(out_dir)
     try:
         object_info = fetch_object_info(servers)
-        api_prompt, ui_workflow = load_workflow(workflow_data, object_info, source=workflow)
+        source = workflow if isinstance(workflow, (str, Path)) else None
+        api_prompt, ui_workflow = load_workflow(workflow_data, object_info, source=source)
         jobs, issues = plan_jobs(api_prompt, rows, object_info, seeds, repeat, seed_inputs)
         for issue in issues:
             log.error("invalid: %s", issue)
