@@ -23,6 +23,7 @@ from .cli_args import (
     IMAGE_FORMATS, MAX_SAVED_PIXELS, MAX_STEPS, CLIParser, finite_float, int_in, run_cli, save_image_atomic,
     solver_name, writable_file,
 )
+from .dit import DiTConfig
 from .text import encode_prompts
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "flowmatch_sh
 MAX_SIZE_FACTOR = 4
 """`generate` refuses sides above this multiple of the native size (tokens grow with its square)."""
 MAX_BATCH = 256
+"""Largest --batch of the generate and benchmark CLIs."""
 
 
 def initial_noise(batch: int, channels: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_size(size: int | None, config, batch: int, scale: int) -> int:
+def check_size(size: int | None, config: DiTConfig, batch: int, scale: int) -> int:
     """The image side to generate, if the model and the saved grid allow it.
 
     Raises:
