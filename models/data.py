@@ -241,7 +241,7 @@ def load_folder(folder: Path, size: int) -> tuple[torch.Tensor, list[str]]:
         images.append(image)
         captions.append(caption)
     if not images:
-        raise ValueError(f"no usable captioned images in {folder} ({skipped} skipped, see the warnings above); "
+        raise ValueError(f"no captioned images could be used in {folder} ({skipped} skipped, see the warnings above); "
                          f"the folder needs image files ({', '.join(sorted(IMAGE_SUFFIXES))}) with same-name .txt captions")
     return torch.stack(images), captions
 

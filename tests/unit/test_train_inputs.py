@@ -66,7 +66,7 @@ def test_a_folder_with_nothing_usable_stops_the_trainer_with_one_line(messy_fold
                        "--steps", "1", "--dit-image-size", "16"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "no usable captioned images" in err and "5 skipped" in err and "Traceback" not in err
+    assert "no captioned images could be used" in err and "5 skipped" in err and "Traceback" not in err
 
 
 DIT = DiTConfig(image_size=16, patch=4, width=32, depth=1, heads=2, text_dim=16, conv_channels=8)
