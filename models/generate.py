@@ -33,6 +33,8 @@ MAX_SIZE_FACTOR = 4
 """`generate` refuses sides above this multiple of the native size (tokens grow with its square)."""
 MAX_BATCH = 256
 """Largest --batch of the generate and benchmark CLIs."""
+MAX_TOKENS_PER_CALL = 2**16
+"""Image tokens one network call of `generate` may hold (batch x (side / patch)^2, doubled by CFG)."""
 
 
 def initial_noise(batch: int, channels: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -130,12 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_size(size: int | None, config: DiTConfig, batch: int, scale: int) -> int:
+def check_size(size: int | None, config: DiTConfig, batch: int, scale: int, cfg: float) -> int:
     """The image side to generate, if the model and the saved grid allow it.
 
     Raises:
-        ValueError: not a multiple of the patch, above `MAX_SIZE_FACTOR` x native, or a
-            saved grid above `MAX_SAVED_PIXELS`.
+        ValueError: not a multiple of the patch, above `MAX_SIZE_FACTOR` x native, more than
+            `MAX_TOKENS_PER_CALL` tokens per network call, or a saved grid above `MAX_SAVED_PIXELS`.
     """
     side = size or config.image_size
     if side % config.patch:
@@ -143,6 +145,11 @@ def check_size(size: int | None, config: DiTConfig, batch: int, scale: int) -> i
     if side > MAX_SIZE_FACTOR * config.image_size:
         raise ValueError(f"--size {side} is above {MAX_SIZE_FACTOR}x the model's native {config.image_size} px "
                          f"(at most {MAX_SIZE_FACTOR * config.image_size})")
+    tokens = batch * (side // config.patch) ** 2 * (2 if cfg != 1.0 else 1)
+    if tokens > MAX_TOKENS_PER_CALL:
+        raise ValueError(f"--batch {batch} at {side} px is {tokens} image tokens per network call"
+                         f"{' (CFG doubles it)' if cfg != 1.0 else ''}, above the limit {MAX_TOKENS_PER_CALL}; "
+                         f"lower --batch or --size")
     columns = math.ceil(math.sqrt(batch))
     width, height = columns * side * scale, math.ceil(batch / columns) * side * scale
     if width * height > MAX_SAVED_PIXELS:
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         writable_file(args.output, tuple(IMAGE_FORMATS))
         bundle = load_checkpoint(args.checkpoint)
-        side = check_size(args.size, bundle.dit.config, args.batch, args.scale)
+        side = check_size(args.size, bundle.dit.config, args.batch, args.scale, args.cfg)
         images = generate_images(bundle, [args.prompt] * args.batch, steps=args.steps, method=args.solver,
                                  cfg=args.cfg, seed=args.seed, size=side)
         grid = image_grid(images)

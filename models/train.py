@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -362,6 +363,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BYTES_PER_TRAINED_PARAMETER = 20
+"""fp32 weights, gradients, AdamW's two moments and the EMA copy: 5 x 4 bytes."""
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of `device`: the GPU's, or the machine's physical RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_training_memory(dit_config: DiTConfig, text_config: TextConfig, batch_size: int, device: torch.device) -> None:
+    """Refuse a model or batch whose fixed memory alone exceeds the device, before allocating anything.
+
+    Counts the parameters exactly (the networks are built on the meta device, which allocates
+    nothing) at `BYTES_PER_TRAINED_PARAMETER`, plus four fp32 batch tensors (images, data,
+    noise, x_t); activations come on top, so passing is necessary, not sufficient.
+
+    Raises:
+        ValueError: with the parameter count, the estimate and the device's memory.
+    """
+    with torch.device("meta"):
+        parameters = sum(p.numel() for module in (FlowDiT(dit_config), TextEncoder(text_config)) for p in module.parameters())
+    batch_bytes = 4 * 4 * batch_size * dit_config.channels * dit_config.image_size ** 2
+    needed, available = parameters * BYTES_PER_TRAINED_PARAMETER + batch_bytes, device_memory_bytes(device)
+    if needed > available:
+        raise ValueError(
+            f"training {parameters / 1e6:,.0f}M parameters at batch {batch_size} needs at least {needed / 2**30:,.1f} GiB "
+            f"(weights, gradients, AdamW moments, EMA, batch) before activations; this {device.type} has "
+            f"{available / 2**30:,.1f} GiB: lower --dit-width/--dit-depth/--text-dim or --batch-size")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: check every argument and the data (and the state to resume), then train.
 
@@ -394,6 +427,7 @@ def run_training(args: argparse.Namespace) -> None:
     tokenizer = Tokenizer.from_captions(dataset.vocabulary_captions(), max_length=args.text_max_length)
     text_config = TextConfig(vocab_size=len(tokenizer.vocab), dim=args.text_dim, depth=args.text_depth,
                              heads=args.text_heads, max_length=args.text_max_length)
+    check_training_memory(dit_config, text_config, config.batch_size, device)
     run = new_run(dit_config, text_config, tokenizer, config, device)
     run_dir = args.run_dir
     if args.resume:

@@ -106,6 +106,7 @@ def test_generate_checkpoint_errors_are_one_line(capsys, tmp_path):
     (["--size", "18"], "--size 18 is not a multiple of the model's patch size 4"),
     (["--size", "128"], "--size 128 is above 4x the model's native 16 px (at most 64)"),
     (["--batch", "256", "--scale", "64"], "the saved grid would be 16384x16384 pixels"),
+    (["--batch", "256", "--size", "64"], "--batch 256 at 64 px is 131072 image tokens per network call (CFG doubles it), above the limit 65536"),
 ])
 def test_generate_refuses_sizes_the_model_cannot_take_before_sampling(args, expected, capsys, tmp_path, tiny_checkpoint):
     out = tmp_path / "out.png"
@@ -169,6 +170,8 @@ TINY_TRAIN = ["--steps", "2", "--batch-size", "2", "--sample-every", "1000", "--
     ({"--threads": "0"}, "--threads: 0 is outside"),
     ({"--device": "gpu"}, "'gpu' is not a torch device"),
     ({"--t-sampling": "cosine"}, "t_sampling must be one of"),
+    ({"--dit-width": "100000", "--dit-heads": "4"}, "training 300,032M parameters at batch 2 needs at least 5,588.5 GiB"),
+    ({"--batch-size": "1000000000"}, "lower --dit-width/--dit-depth/--text-dim or --batch-size"),
 ])
 def test_train_refuses_bad_arguments_before_training(args, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

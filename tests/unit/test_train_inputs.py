@@ -125,3 +125,15 @@ def test_resume_errors_reach_the_cli_as_one_line(saved_state, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "not a readable train state" in err, err
     assert saved_state.read_bytes() == b"\x07" * 200  # the damaged state is left for the user to inspect
+
+
+def test_the_memory_check_counts_what_the_real_networks_allocate(monkeypatch):
+    """The meta-device count behind the trainer's memory refusal equals the built networks' numel."""
+    run = tiny_run()
+    real = sum(p.numel() for module in (run.dit, run.text_encoder) for p in module.parameters())
+    fits = real * train.BYTES_PER_TRAINED_PARAMETER + 4 * 4 * 2 * DIT.channels * DIT.image_size ** 2
+    monkeypatch.setattr(train, "device_memory_bytes", lambda device: fits - 1)
+    with pytest.raises(ValueError, match=f"training {real / 1e6:,.0f}M parameters at batch 2"):
+        train.check_training_memory(DIT, run.text_encoder.config, 2, torch.device("cpu"))
+    monkeypatch.setattr(train, "device_memory_bytes", lambda device: fits)
+    train.check_training_memory(DIT, run.text_encoder.config, 2, torch.device("cpu"))
