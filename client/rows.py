@@ -38,19 +38,26 @@ class Row:
         return f"row {self.index} (line {self.line})"
 
 
+PROMPTS_SUFFIXES = (".txt", ".csv", ".jsonl", ".ndjson")
+
+
 def read_rows(path: str | Path) -> list[Row]:
-    """The rows of the prompts file at `path`, chosen by extension (.csv, .jsonl/.ndjson, else text).
+    """The rows of the prompts file at `path`, chosen by extension (.csv, .jsonl/.ndjson, .txt).
 
     Text: blank lines and lines starting with ``#`` are skipped.
 
     Raises:
-        ValueError: a missing or non-UTF-8 file, a JSONL line that is not a JSON object, a CSV
+        ValueError: another suffix (a ``.json`` list would otherwise be read line by line as
+            text), a missing or non-UTF-8 file, a JSONL line that is not a JSON object, a CSV
             without a header, with repeated column names or with more cells than columns; names
             the file and the line.
     """
     path = Path(path)
-    text = read_text(path, "prompts file")
     suffix = path.suffix.lower()
+    if suffix not in PROMPTS_SUFFIXES:
+        raise ValueError(f"prompts file {path}: {f'suffix {suffix!r}' if suffix else 'no suffix'}; use .txt (one prompt "
+                         f"a line), .csv (a header line) or .jsonl (one JSON object a line)")
+    text = read_text(path, "prompts file")
     if suffix == ".csv":
         return _csv_rows(text, path)
     if suffix in (".jsonl", ".ndjson"):

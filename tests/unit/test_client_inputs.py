@@ -54,6 +54,8 @@ def write(path, text: str | bytes):
     ("twice.csv", "prompt,steps,prompt\nred,10,blue\n", r"twice.csv line 1: the header repeats the columns \['prompt'\]"),
     ("unnamed.csv", "prompt,,steps\nred,,10\n", r"unnamed.csv line 1: the header has a column without a name"),
     ("empty.csv", "", r"empty.csv: a CSV prompts file needs a header line"),
+    ("list.json", '[{"prompt": "a"}]', r"prompts file .*list.json: suffix '.json'; use .txt \(one prompt a line\), .csv"),
+    ("prompts", "a red circle\n", r"prompts file .*prompts: no suffix; use .txt"),
 ])
 def test_bad_prompts_files_name_the_file_and_line(tmp_path, name, content, expected):
     path = tmp_path / name
@@ -64,8 +66,9 @@ def test_bad_prompts_files_name_the_file_and_line(tmp_path, name, content, expec
 
 
 def test_a_folder_as_prompts_file(tmp_path):
-    with pytest.raises(ValueError, match="is a folder; give a file"):
-        read_rows(tmp_path)
+    (tmp_path / "prompts.txt").mkdir()
+    with pytest.raises(ValueError, match="prompts.txt is a folder; give a file"):
+        read_rows(tmp_path / "prompts.txt")
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
