@@ -91,7 +91,8 @@ def run_queue(
 
     Args:
         workflow: an API- or UI-format workflow (path or dict).
-        prompts: a .txt/.csv/.jsonl file, or rows as dicts (column -> value, see `overrides`).
+        prompts: a .txt/.csv/.jsonl file, or rows as dicts (column -> value, see `overrides`;
+            None keeps the workflow's value, as an empty cell does).
         out_dir: images ``<job>-<seed>.png``, JSON sidecars and the state file.
         servers: ComfyUI base URLs.
         seed: ``"42"`` (fixed), ``"100-199"`` (range), None/``"derived"``, or a SeedPlan.
@@ -110,7 +111,7 @@ def run_queue(
     workflow_data = read_json(workflow, "workflow") if isinstance(workflow, (str, Path)) else workflow
     rows = (
         read_rows(prompts) if isinstance(prompts, (str, Path))
-        else [Row(index, index, dict(values)) for index, values in enumerate(prompts, 1)]
+        else [Row(index, index, {k: v for k, v in values.items() if v is not None}) for index, values in enumerate(prompts, 1)]
     )
     if not rows:
         raise ValueError(f"prompts file {prompts}: no rows (blank lines, # comments and all-empty rows are skipped)"
