@@ -111,7 +111,8 @@ def run_queue(
     workflow_data = read_json(workflow, "workflow") if isinstance(workflow, (str, Path)) else workflow
     rows = (
         read_rows(prompts) if isinstance(prompts, (str, Path))
-        else [Row(index, index, {k: v for k, v in values.items() if v is not None}) for index, values in enumerate(prompts, 1)]
+        else [Row(index, index, {column: value for column, value in values.items() if value is not None})
+              for index, values in enumerate(prompts, 1)]
     )
     if not rows:
         raise ValueError(f"prompts file {prompts}: no rows (blank lines, # comments and all-empty rows are skipped)"
