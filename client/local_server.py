@@ -60,6 +60,16 @@ def cuda_available(python: str = sys.executable) -> bool:
     return probe.returncode == 0 and probe.stdout.strip() == "True"
 
 
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a server starts with: `base` (default os.environ), unbuffered output, and
+    ``OMP_WAIT_POLICY=PASSIVE`` unless `base` sets it.
+
+    OpenMP's default lets idle torch threads spin; a server next to a trainer or a second
+    server on the same cores then slows both by up to 20x (see docs/benchmarks.md).
+    """
+    return {"OMP_WAIT_POLICY": "PASSIVE", **(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
+
+
 @dataclass
 class LocalComfyUI:
     """A ComfyUI process serving on 127.0.0.1:`port` from `base_dir`.
@@ -143,11 +153,10 @@ class LocalComfyUI:
             link.symlink_to(REPO_ROOT, target_is_directory=True)
         command = self.command()
         self.starts += 1
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 command, cwd=comfyui_path(self.comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                env=server_environment(), start_new_session=True,
             )
         log.info("starting ComfyUI on %s (log: %s)", self.url, self.log_path)
         self._wait_ready()
