@@ -43,16 +43,17 @@ class ComfyServer(LocalComfyUI):
 
 @pytest.fixture(scope="session")
 def start_comfy_server(tmp_path_factory):
-    """Factory: `start_comfy_server(*extra_args, with_pack=True)` -> a running ComfyServer, stopped at session end.
+    """Factory: `start_comfy_server(*extra_args, with_pack=True, **options)` -> a running ComfyServer,
+    stopped at session end.
 
-    `with_pack=False` gives plain ComfyUI (built-in nodes only), for tests of the client.
+    `with_pack=False` gives plain ComfyUI (built-in nodes only), for tests of the client;
+    `options` are more `LocalComfyUI` fields (`base_dir`, `pack_folder`).
     """
     servers: list[ComfyServer] = []
 
-    def start(*extra_args: str, with_pack: bool = True) -> ComfyServer:
-        server = ComfyServer(
-            base_dir=tmp_path_factory.mktemp("comfy"), port=free_port(), extra_args=extra_args, with_pack=with_pack
-        )
+    def start(*extra_args: str, with_pack: bool = True, **options) -> ComfyServer:
+        options.setdefault("base_dir", tmp_path_factory.mktemp("comfy"))
+        server = ComfyServer(port=free_port(), extra_args=extra_args, with_pack=with_pack, **options)
         servers.append(server)
         return server.start()
 
