@@ -10,7 +10,10 @@ This file only turns start errors into test failures and adds `run_prompt`.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,24 @@ def start_comfy_server(tmp_path_factory):
 def comfy_server(start_comfy_server) -> ComfyServer:
     """The suite's shared ComfyUI server, with latent previews on."""
     return start_comfy_server("--preview-method", "latent2rgb")
+
+
+@pytest.fixture(scope="session")
+def copy_pack_files():
+    """`copy_pack_files(destination)`: the pack's files as a clone of this working tree has them
+    (tracked and new files, nothing git ignores), copied into `destination`."""
+    repo_root = Path(__file__).resolve().parent.parent
+
+    def copy(destination: Path) -> Path:
+        listing = subprocess.run(
+            ["git", "-C", str(repo_root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True, check=True,
+        ).stdout.decode().split("\0")
+        for name in filter(None, listing):
+            source = repo_root / name
+            if source.is_file():
+                (destination / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination / name)
+        return destination
+
+    return copy

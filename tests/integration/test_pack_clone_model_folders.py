@@ -5,7 +5,6 @@ folder added by extra_model_paths.yaml; non-flow files there are refused as befo
 
 import importlib.util
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,28 +16,14 @@ _spec = importlib.util.spec_from_file_location("node_graphs", Path(__file__).wit
 ng = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ng)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CLONE_FOLDER = "comfyui-flowmatch"  # what `git clone <repository URL>` names the folder
 SD3_COND = dict(width=4096, length=8, pooled_width=2048)
 
 
-def copy_tracked_files(destination: Path) -> None:
-    """The working tree's files as a clone of it has them (tracked and new, not ignored)."""
-    listing = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for name in filter(None, listing):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / name)
-
-
 @pytest.fixture(scope="module")
-def clone_server(start_comfy_server, tmp_path_factory):
+def clone_server(start_comfy_server, copy_pack_files, tmp_path_factory):
     base = tmp_path_factory.mktemp("fresh_comfy")
-    copy_tracked_files(base / "custom_nodes" / CLONE_FOLDER)
+    copy_pack_files(base / "custom_nodes" / CLONE_FOLDER)
     built = tmp_path_factory.mktemp("built")
     ng.build_tiny_checkpoints(built)
     yaml_folder = tmp_path_factory.mktemp("yaml_diffusion_models")
