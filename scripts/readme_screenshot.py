@@ -27,10 +27,10 @@ CLOSE_NEWS_BANNER = """() => { const tryIt = [...document.querySelectorAll('butt
 
 
 def default_workflow() -> Path:
-    for folder in ("example_workflows", "workflows"):
-        if (ROOT / folder / "text_to_image.json").is_file():
-            return ROOT / folder / "text_to_image.json"
-    raise SystemExit("no text_to_image.json in example_workflows/ or workflows/")
+    for path in (ROOT / "example_workflows" / "1 Text to image.json", ROOT / "workflows" / "text_to_image.json"):
+        if path.is_file():
+            return path
+    raise SystemExit("no text-to-image template in example_workflows/ (or workflows/)")
 
 
 def main(workflow_path: Path, out: Path) -> None:
