@@ -172,7 +172,9 @@ class _Converter:
             return None, values[widget_inputs.index(slot)]
         return None
 
-    def _resolve_output(self, scope: _Scope, node: dict, slot: int, link_type: str | None, seen: frozenset):
+    def _resolve_output(
+        self, scope: _Scope, node: dict, slot: int, link_type: str | None, seen: frozenset
+    ) -> Source | None:
         """What output `slot` of `node` stands for after bypasses, virtual nodes and subgraphs."""
         if node.get("mode") == MODE_BYPASSED:
             through = _bypass_input(node, slot, link_type)
