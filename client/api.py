@@ -1,33 +1,24 @@
-"""One ComfyUI server's HTTP API, as the batch client uses it (urllib3).
+"""One ComfyUI server's HTTP API, as the batch client uses it (stdlib only).
 
 Two failures matter to callers and are told apart here:
 `ServerUnavailable` (connection refused/reset, timeouts, 5xx: worth retrying later) and
 `PromptRejected` (a 400 from POST /prompt: the prompt is wrong, never retry it).
-
-Connections are pooled (keep-alive) by urllib3. Only idempotent reads that a caller needs
-to survive a blip (`object_info`, `view`) are retried here, by urllib3's `Retry` with
-exponential backoff; everything else fails fast, because the runner decides what a dead
-server means (it polls, waits out a grace period and moves jobs elsewhere).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import time
+import urllib.error
 import urllib.parse
-from typing import Any
-
-import urllib3
-from urllib3.util import Retry
+import urllib.request
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
-# 3 tries of an idempotent GET, 0.2 s then 0.4 s apart, on connection errors, timeouts and 5xx.
-READ_RETRY = Retry(
-    total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-    raise_on_status=False, respect_retry_after_header=False,
-)
-_POOL = urllib3.PoolManager(maxsize=4, retries=False)
+T = TypeVar("T")
 
 
 class ServerUnavailable(ConnectionError):
@@ -60,36 +51,31 @@ class ComfyAPI:
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws"
 
     def request(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None, raise_5xx: bool = True,
-        retries: Retry | bool = False,
+        self, method: str, path: str, body: Any = None, timeout: float | None = None, raise_5xx: bool = True
     ) -> tuple[int, Any]:
         """Send one request; returns (status, parsed JSON or text) for 2xx and 4xx answers (and 5xx if not `raise_5xx`).
 
-        Args:
-            retries: a urllib3 `Retry` (e.g. `READ_RETRY`) for idempotent reads; False sends once.
-
         Raises:
-            ServerUnavailable: no answer (refused, reset, timeout, cut short), or a 5xx answer when `raise_5xx`.
+            ServerUnavailable: no answer (refused, reset, timeout), or a 5xx answer when `raise_5xx`.
         """
-        status, raw = self._send(method, path, body, timeout, retries)
-        payload = _parse(raw)
-        if status >= 500 and raise_5xx:
-            raise ServerUnavailable(f"{self.url}{path} answered {status}: {payload}")
-        return status, payload
-
-    def _send(self, method: str, path: str, body: Any, timeout: float | None, retries: Retry | bool) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
-            response = _POOL.request(
-                method, self.url + path, body=None if body is None else json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"}, timeout=timeout or self.timeout, retries=retries,
-            )
-        except urllib3.exceptions.HTTPError as error:  # refused, reset, timeout, cut short, retries used up
-            raise ServerUnavailable(f"{self.url}{path}: {getattr(error, 'reason', None) or error}") from error
-        return response.status, response.data
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return response.status, _parse(response.read())
+        except urllib.error.HTTPError as error:
+            payload = _parse(error.read())
+            if error.code >= 500 and raise_5xx:
+                raise ServerUnavailable(f"{self.url}{path} answered {error.code}: {payload}") from error
+            return error.code, payload
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            raise ServerUnavailable(f"{self.url}{path}: {getattr(error, 'reason', error)}") from error
 
-    def get_json(self, path: str, timeout: float | None = None, retries: Retry | bool = False) -> Any:
+    def get_json(self, path: str, timeout: float | None = None) -> Any:
         """GET a JSON route; a 4xx answer raises ValueError naming the path, a body that is not JSON ServerUnavailable."""
-        status, payload = self.request("GET", path, timeout=timeout, retries=retries)
+        status, payload = self.request("GET", path, timeout=timeout)
         if status >= 400:
             raise ValueError(f"GET {self.url}{path} answered {status}: {payload}")
         if isinstance(payload, str):
@@ -125,18 +111,21 @@ class ComfyAPI:
         return {item[1] for key in ("queue_running", "queue_pending") for item in queue.get(key, [])}
 
     def object_info(self) -> dict[str, dict]:
-        """Every node type the server knows, with its inputs (GET /object_info; retried on blips)."""
-        return self.get_json("/object_info", timeout=max(self.timeout, 60), retries=READ_RETRY)
+        """Every node type the server knows, with its inputs (GET /object_info)."""
+        return self.get_json("/object_info", timeout=max(self.timeout, 60))
 
     def view(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
-        """The bytes of one output file exactly as ComfyUI wrote it (PNG text chunks included); retried on blips."""
+        """The bytes of one output file exactly as ComfyUI wrote it (PNG text chunks included)."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
-        status, data = self._send("GET", f"/view?{query}", None, None, READ_RETRY)
-        if status >= 500:
-            raise ServerUnavailable(f"{self.url}/view {filename}: HTTP {status}")
-        if status >= 400:
-            raise ValueError(f"{self.url}/view?{query} answered {status}")
-        return data
+        try:
+            with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=self.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            if error.code >= 500:
+                raise ServerUnavailable(f"{self.url}/view {filename}: HTTP {error.code}") from error
+            raise ValueError(f"{self.url}/view?{query} answered {error.code}") from error
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            raise ServerUnavailable(f"{self.url}/view {filename}: {getattr(error, 'reason', error)}") from error
 
     def alive(self, timeout: float = 3.0) -> bool:
         """Whether GET /system_stats answers now."""
@@ -145,6 +134,19 @@ class ComfyAPI:
             return True
         except (ServerUnavailable, ValueError):
             return False
+
+
+def with_retries(call: Callable[[], T], attempts: int = 3, first_delay: float = 0.2) -> T:
+    """`call()`, retried with exponential backoff while it raises ServerUnavailable."""
+    delay = first_delay
+    for attempt in range(1, attempts):
+        try:
+            return call()
+        except ServerUnavailable as error:
+            log.debug("attempt %d failed (%s); retrying in %.1f s", attempt, error, delay)
+            time.sleep(delay)
+            delay *= 2
+    return call()
 
 
 def _parse(raw: bytes) -> Any:

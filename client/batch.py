@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .api import ComfyAPI, ServerUnavailable
+from .api import ComfyAPI, ServerUnavailable, with_retries
 from .jobs import SeedPlan, plan_jobs
 from .rows import Row, read_rows
 from .runner import BatchRunner, QueueSettings
@@ -54,7 +54,7 @@ def fetch_object_info(servers: list[str]) -> dict[str, dict]:
     errors = []
     for url in servers:
         try:
-            return ComfyAPI(url).object_info()
+            return with_retries(ComfyAPI(url).object_info)
         except ServerUnavailable as error:
             errors.append(str(error))
     raise ServerUnavailable("no server answered /object_info: " + "; ".join(errors))

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from .api import ComfyAPI, PromptRejected, ServerUnavailable
+from .api import ComfyAPI, PromptRejected, ServerUnavailable, with_retries
 from .events import ServerEvents
 from .issues import issues_from_node_errors
 from .jobs import Job
@@ -291,7 +291,7 @@ class BatchRunner:
         }
 
         def fetch(image: dict) -> bytes:
-            return server.api.view(image["filename"], image.get("subfolder", ""), "output")
+            return with_retries(lambda: server.api.view(image["filename"], image.get("subfolder", ""), "output"))
 
         names = save_outputs(job, images, fetch, self.out_dir, details)
         if not names:

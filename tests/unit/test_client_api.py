@@ -1,5 +1,4 @@
-"""How the HTTP layer classifies answers (retryable ServerUnavailable or final PromptRejected)
-and which requests it retries itself (idempotent reads only, urllib3 Retry)."""
+"""How the HTTP layer classifies answers: retryable (ServerUnavailable) or final (PromptRejected)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import threading
 
 import pytest
 
-from comfyui_flowmatch.client.api import ComfyAPI, PromptRejected, ServerUnavailable
+from comfyui_flowmatch.client.api import ComfyAPI, PromptRejected, ServerUnavailable, with_retries
 from comfyui_flowmatch.client.local_server import free_port
 
 pytestmark = pytest.mark.unit
@@ -20,10 +19,7 @@ NODE_ERRORS = {"3": {"errors": [{"type": "value_bigger_than_max", "message": "Va
 
 
 class ScriptedHandler(http.server.BaseHTTPRequestHandler):
-    """Answers by path: /cut (body shorter than announced), /boom, /history and /view (500),
-    /object_info (503 twice, then JSON), /text (not JSON), /prompt (400). Counts GETs by path."""
-
-    hits: dict[str, int] = {}
+    """Answers by path: /cut (body shorter than announced), /boom (500), /text (not JSON), /prompt (400)."""
 
     def log_message(self, *args) -> None:
         pass
@@ -35,17 +31,10 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        route = self.path.split("?")[0].rsplit("/", 1)[0] if self.path.startswith("/history/") else self.path.split("?")[0]
-        self.hits[route] = self.hits.get(route, 0) + 1
-        if self.path.startswith("/object_info"):
-            if self.hits[route] <= 2:
-                self.answer(503, b"busy")
-            else:
-                self.answer(200, b'{"KSampler": {}}')
-        elif self.path.startswith(("/boom", "/history", "/view")):
-            self.answer(500, b"internal error")
-        elif self.path.startswith("/cut"):
+        if self.path.startswith("/cut"):
             self.answer(200, b'{"partial": ', length=100)
+        elif self.path.startswith("/boom"):
+            self.answer(500, b"internal error")
         else:
             self.answer(200, b"<html>not json</html>")
 
@@ -57,7 +46,6 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted():
-    ScriptedHandler.hits = {}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScriptedHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield ComfyAPI(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)
@@ -70,22 +58,13 @@ def test_cut_short_failed_or_garbled_answers_are_retryable(scripted, path):
         scripted.get_json(path)
 
 
-def test_a_refused_connection_is_retryable():
+def test_a_refused_connection_is_retryable_and_retried_with_backoff():
     api = ComfyAPI(f"http://127.0.0.1:{free_port()}", timeout=2)
     assert not api.alive()
+    calls = []
     with pytest.raises(ServerUnavailable):
-        api.history("x")
-    with pytest.raises(ServerUnavailable):
-        api.view("x.png")
-
-
-def test_idempotent_reads_are_retried_and_the_rest_fail_fast(scripted):
-    assert scripted.object_info() == {"KSampler": {}}
-    with pytest.raises(ServerUnavailable):
-        scripted.view("x.png")
-    with pytest.raises(ServerUnavailable):
-        scripted.history("x")
-    assert ScriptedHandler.hits == {"/object_info": 3, "/view": 3, "/history": 1}
+        with_retries(lambda: calls.append(1) or api.history("x"), attempts=3, first_delay=0.01)
+    assert len(calls) == 3
 
 
 def test_a_400_is_a_rejection_with_its_node_errors(scripted):
