@@ -54,7 +54,13 @@ def resolve_checkpoint(name: str) -> str:
     anything not in the list (unknown names, `../` escapes, other extensions) before a byte is read."""
     for folder in SEARCHED_FOLDERS:
         if name in _safetensors_names(folder):
-            return folder_paths.get_full_path_or_raise(folder, name)
+            try:
+                return folder_paths.get_full_path_or_raise(folder, name)
+            except FileNotFoundError:  # listed, yet not a regular file: a pipe, a device, a link gone stale
+                raise ValueError(
+                    f"FlowMatchModelLoader: ckpt_name {name!r} is in the {folder} folders but is not a regular file "
+                    "(a pipe, a device or a broken link). Replace it with the .safetensors file itself."
+                ) from None
     folders = ", ".join(path for folder in SEARCHED_FOLDERS for path in folder_paths.get_folder_paths(folder))
     raise ValueError(
         f"FlowMatchModelLoader: ckpt_name {name!r} is not a checkpoint (.safetensors) in the model folders "
