@@ -82,6 +82,8 @@ class LocalComfyUI:
         comfyui_dir: the ComfyUI tree (see `comfyui_path`).
         start_timeout: seconds to wait for /system_stats.
         with_pack: install this pack (and fail if it does not import); False gives plain ComfyUI.
+        pack_folder: the pack's folder name under custom_nodes/ (a symlink to this repository,
+            unless that folder already exists, e.g. a clone); any name works.
     """
 
     base_dir: Path | None = None
@@ -91,6 +93,7 @@ class LocalComfyUI:
     comfyui_dir: Path | None = None
     start_timeout: float = float(os.environ.get("COMFY_START_TIMEOUT", "240"))
     with_pack: bool = True
+    pack_folder: str = PACK_FOLDER_NAME
     process: subprocess.Popen | None = field(default=None, repr=False)
     starts: int = 0
     _owns_base_dir: bool = field(default=False, repr=False)
@@ -147,7 +150,7 @@ class LocalComfyUI:
             LocalComfyUIError: the process exited, did not answer in time, or logged an
                 import failure of this pack (the log is in the message).
         """
-        link = self.base_dir / "custom_nodes" / PACK_FOLDER_NAME
+        link = self.base_dir / "custom_nodes" / self.pack_folder
         link.parent.mkdir(parents=True, exist_ok=True)
         if self.with_pack and not link.exists():
             link.symlink_to(REPO_ROOT, target_is_directory=True)
@@ -175,7 +178,7 @@ class LocalComfyUI:
             time.sleep(0.3)
         failures = self.with_pack and [
             line for line in self.log().splitlines()
-            if PACK_FOLDER_NAME in line and any(marker in line for marker in IMPORT_FAILURE_MARKERS)
+            if self.pack_folder in line and any(marker in line for marker in IMPORT_FAILURE_MARKERS)
         ]
         if failures:
             self.stop()
