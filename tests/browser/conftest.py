@@ -31,6 +31,8 @@ PACK_MARKERS = ("comfyui_flowmatch", "FlowMatch")
 EXPECTED_404 = re.compile(
     r"^error: Failed to load resource: .* 404 .*/extensions/comfyui_flowmatch/docs/\w+/[\w-]+\.md\]$"
 )
+# The Missing Models dialog asks the model hosts for each download's size; offline, that fetch fails.
+OFFLINE_FETCH = "Error fetching file size: TypeError: Failed to fetch"
 # A new user gets the templates dialog and tours on first load; the suite opens what it tests itself.
 FRONTEND_SETTINGS = {
     "Comfy.TutorialCompleted": True,
@@ -101,11 +103,13 @@ class ComfyPage:
         return path
 
     def errors(self, since: int = 0) -> list[str]:
-        """Console errors, less failed requests to other hosts (the registry, update checks: offline here)."""
+        """Console errors, less failed requests to other hosts (the registry, update checks, model
+        hosts: offline here)."""
         return [
             f"{kind}: {text} [{url}]" for kind, text, url in self.console[since:]
             if kind in ("error", "pageerror")
             and not (text.startswith("Failed to load resource") and not url.startswith(self.server.url))
+            and not text.startswith(OFFLINE_FETCH)
         ]
 
     def pack_errors(self) -> list[str]:
