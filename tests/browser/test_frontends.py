@@ -44,10 +44,14 @@ def node_box(page, node: dict) -> tuple[float, float, float, float]:
     return (*page.client_pos(x, y), *page.client_pos(x + size[0], y + size[1]))
 
 
+def run_command(page, command: str) -> None:
+    page.page.evaluate("async (c) => { await window.app.extensionManager.command.execute(c); }", command)
+
+
 def test_node_reports_show_on_the_nodes(any_frontend_page):
     """After a run, the sampler's NFE and the encoder's unknown-word warning are in text boxes
-    drawn inside their nodes; the empty negative prompt, with nothing to report, gets no box.
-    The run shows the 32 px image upscaled 8x (256 px)."""
+    drawn inside their nodes, and back after a visit to another tab; the empty negative prompt,
+    with nothing to report, gets no box. The run shows the 32 px image upscaled 8x (256 px)."""
     page = any_frontend_page
     workflow = read(TEXT_TO_IMAGE)
     nodes = {node["id"]: node for node in workflow["nodes"]}
@@ -79,6 +83,14 @@ def test_node_reports_show_on_the_nodes(any_frontend_page):
         box = shown_report["box"]
         assert left - 1 <= box["left"] and box["right"] <= right + 1 and top - 1 <= box["top"] and box["bottom"] <= bottom + 1, \
             (node_id, box, (left, top, right, bottom))
+
+    # Another tab and back: the reports come back with the workflow's outputs.
+    run_command(page, "Comfy.NewBlankWorkflow")
+    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length === 0", timeout=10_000)
+    run_command(page, "Workspace.PreviousOpenedWorkflow")
+    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length >= 2", timeout=10_000)
+    page.screenshot("tab-again")
+    assert {k: v["text"] for k, v in page.page.evaluate(REPORTS).items()} == {k: v["text"] for k, v in reports.items()}
 
 
 def open_templates(page) -> list[str]:

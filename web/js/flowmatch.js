@@ -2,7 +2,8 @@
 //
 // 1. What our nodes report (their `text` UI output: NFE and step counts, vocabulary warnings,
 //    diagnostics...) is shown on the node after a run, in a read-only text box, the way the
-//    core Preview Any node shows its text. Every node whose type starts with "FlowMatch" gets it.
+//    core Preview Any node shows its text. Every node whose type starts with "FlowMatch" gets it,
+//    and gets it back when its workflow's tab is shown again.
 // 2. The server lists a pack's templates in directory order (arbitrary on Linux); ours are
 //    listed by their numbered file names, so "1 Text to image" comes first.
 import { api } from "../../../scripts/api.js";
@@ -67,5 +68,13 @@ app.registerExtension({
       onExecuted?.apply(this, arguments);
       showReport(this, output);
     };
+  },
+
+  // Newer frontends hand a workflow's stored outputs back when its tab is shown again.
+  onNodeOutputsUpdated(nodeOutputs) {
+    for (const [nodeId, output] of Object.entries(nodeOutputs)) {
+      const node = app.graph.getNodeById(Number(nodeId)); // nodes inside subgraphs have "a:b" ids: skipped
+      if (node?.type?.startsWith(NODE_PREFIX)) showReport(node, output);
+    }
   },
 });
