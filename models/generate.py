@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..samplers import integrate
+from ..samplers import integrate, time_grid
 from .checkpoint import FlowMatchBundle, load_checkpoint
 from .text import encode_prompts
 
@@ -44,6 +44,7 @@ def generate_images(
     seed: int = 0,
     size: int | None = None,
     negative: str = "",
+    shift: float = 1.0,
 ) -> torch.Tensor:
     """Generate one image per prompt.
 
@@ -56,6 +57,7 @@ def generate_images(
         seed: sample i uses noise seeded ``seed + i``.
         size: image side in pixels (multiple of the patch); default the native size.
         negative: the unconditional prompt (``""`` = the trained unconditional embedding).
+        shift: SD3's static shift of the grid (`samplers.time_grid`); 1.0 keeps it uniform.
 
     Returns:
         Images [B, 3, size, size] in [0, 1] on the bundle's device.
@@ -83,7 +85,7 @@ def generate_images(
         return v_u + cfg * (v_c - v_u)
 
     x = initial_noise(b, dit.config.channels, side, side, seed).to(device)
-    ts = torch.linspace(0.0, 1.0, steps + 1, device=device)
+    ts = torch.linspace(0.0, 1.0, steps + 1, device=device) if shift == 1.0 else time_grid(steps, shift=shift).to(device)
     x = integrate(velocity, x, ts, method=method).state
     return ((x + 1) / 2).clamp(0, 1)
 

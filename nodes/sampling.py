@@ -72,8 +72,9 @@ SOLVER_TOOLTIP = (
     "res_multistep), which suits trained flows; the others are textbook methods on the raw velocity, for teaching. "
     "Model calls (NFE) per step: euler, flow_2m, flow_3m, flow_reuse 1 (flow_3m and flow_reuse add 1 per run); "
     "flow_midpoint, midpoint, heun 2; rk3 3; rk4 4; dopri5 picks its own steps. "
-    "Which to pick for a budget (bundled model, uniform schedule): up to ~6 NFE flow_reuse or flow_midpoint, "
-    "around 8 NFE euler, 12 NFE and up flow_reuse or flow_2m."
+    "Which to pick (bundled model, cfg 4): with the 'sd3 shift' schedule (shift 3) flow_reuse is the most "
+    "accurate from 6 NFE on; with a uniform schedule euler up to ~8 NFE, flow_reuse or flow_2m from 12. "
+    "flow_3m overshoots at high cfg."
 )
 SCHEDULE_TOOLTIP = (
     "model default: the model's own shift (and any ModelSampling node), same as KSampler 'simple'; "

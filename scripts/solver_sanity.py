@@ -1,9 +1,10 @@
 """Quick accuracy check of the solvers on the bundled model: `python scripts/solver_sanity.py`.
 
-RMSE of the image (in [0, 1]) against a converged reference (rk4, 60 steps) and the share of
-adherent images (`models.evaluate.score`), per solver at equal model evaluations (NFE):
-each solver gets the most steps that fit the budget. cfg 4, uniform time grid, 4 seen and 4
-held-out prompts, one seed. Prints a Markdown table (docs/solvers.md).
+RMSE of the image (in [0, 1]) against a converged reference (rk4, 60 uniform steps) and the
+share of adherent images (`models.evaluate.score`), per solver at equal model evaluations
+(NFE): each solver gets the most steps that fit the budget. cfg 4, a uniform time grid (or
+SD3-shifted with --shift), 4 seen and 4 held-out prompts, one seed. Prints a Markdown table
+(docs/solvers.md).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="4,6,8,12,16", help="comma-separated NFE budgets")
     parser.add_argument("--solvers", default=",".join(SOLVERS))
     parser.add_argument("--cfg", type=float, default=4.0)
+    parser.add_argument("--shift", type=float, default=1.0, help="SD3 shift of the grid (1 = uniform)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     bundle = load_checkpoint(BUNDLED, "cpu")
@@ -44,7 +46,8 @@ def main() -> None:
     for nfe in (int(b) for b in args.budgets.split(",")):
         cells = []
         for method in solvers:
-            images = generate_images(bundle, prompts, steps=steps_for(method, nfe), method=method, cfg=args.cfg, seed=0)
+            images = generate_images(bundle, prompts, steps=steps_for(method, nfe), method=method, cfg=args.cfg, seed=0,
+                                     shift=args.shift)
             rmse = float((images - reference).pow(2).mean().sqrt())
             cells.append(f"{rmse:.3f} / {score(images, prompts)['all']:.0%}")
         print(f"| {nfe} | " + " | ".join(cells) + " |", flush=True)
