@@ -51,7 +51,7 @@ def generate_images(
     Args:
         bundle: a loaded checkpoint (`load_checkpoint`).
         prompts: B prompts.
-        steps: solver steps on the uniform grid ``linspace(0, 1, steps + 1)``.
+        steps: solver steps on the uniform grid ``linspace(0, 1, steps + 1)`` (see `shift`).
         method: a `samplers` method name (``euler``, ``midpoint``, ...).
         cfg: guidance scale; 1.0 disables guidance (one network call per evaluation).
         seed: sample i uses noise seeded ``seed + i``.
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("prompt", help='e.g. "a red circle on a black background"')
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--solver", default="euler", help="samplers method: euler, midpoint, heun, rk4, ...")
+    parser.add_argument("--solver", default="euler", help="samplers method: euler, flow_2m, flow_reuse, flow_midpoint, flow_3m, midpoint, heun, rk3, rk4, dopri5 (docs/solvers.md)")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=1)
