@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("prompt", help='e.g. "a red circle on a black background"')
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--solver", default="euler", help="samplers method: euler, flow_2m, flow_reuse, flow_midpoint, flow_3m, midpoint, heun, rk3, rk4, dopri5 (docs/solvers.md)")
+    parser.add_argument("--solver", default="euler",
+                        help="samplers method: euler, flow_2m, flow_reuse, flow_midpoint, flow_3m, midpoint, heun, "
+                             "rk3, rk4, dopri5 (docs/solvers.md)")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=1)
