@@ -117,7 +117,7 @@ class FakeModelWrap:
         return self.denoiser(x, sigma)
 
 
-@pytest.mark.parametrize("method", ["euler", "heun", "rk4", "dopri5"])
+@pytest.mark.parametrize("method", ["euler", "heun", "rk4", "dopri5", "flow_2m", "flow_reuse", "flow_midpoint"])
 def test_ksampler_wrapper_drives_the_bridge(comfy, method):
     sigmas = comfy.samplers.calculate_sigmas(FakeModelWrap(comfy, None).inner_model.model_sampling, "simple", 8)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
