@@ -30,8 +30,9 @@ def ode_sampler(solver: str, node: str, report: dict | None = None) -> comfy.sam
     return comfy.samplers.KSAMPLER(guard_sampler(sample_flow, node, report), extra_options={"method": solver})
 
 
-def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise):
-    """KSampler's recipe with our solver: ComfyUI's noise, CFG guider, masks and previews.
+def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise, noise=None):
+    """KSampler's recipe with our solver: ComfyUI's noise (or a NOISE such as Flow Match Invert's),
+    CFG guider, masks and previews.
 
     Returns (latent dict, NFE)."""
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
@@ -42,7 +43,10 @@ def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, nega
     if len(sigmas) < 2:
         out["samples"] = samples
         return out, 0
-    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    if noise is None:
+        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    else:
+        noise = noise.generate_noise({**latent, "samples": samples})
     report = {}
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     out["samples"] = comfy.sample.sample_custom(
@@ -91,6 +95,8 @@ class FlowMatchSampler(io.ComfyNode):
                 io.Latent.Input("latent_image", tooltip="The starting latent: an empty latent, or an encoded image for img2img."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How much of the schedule to run: 1 = from pure noise, less keeps more of the input."),
+                io.Noise.Input("noise", optional=True,
+                               tooltip="Optional starting noise instead of the seed's, e.g. from Flow Match Invert."),
             ],
             outputs=[io.Latent.Output(tooltip="The sampled latent; decode it with VAE Decode.")],
         )
@@ -102,9 +108,9 @@ class FlowMatchSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                denoise) -> io.NodeOutput:
+                denoise, noise=None) -> io.NodeOutput:
         latent, nfe = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                                  denoise)
+                                  denoise, noise)
         return io.NodeOutput(latent, ui=ui.PreviewText(f"{solver}: {nfe} model evaluations (NFE)"))
 
 

@@ -66,12 +66,12 @@ def integrate_reuse_midpoint(velocity: Velocity, x: Tensor, ts: Tensor, *, stats
     return state.to(x.dtype)
 
 
-def _solve(velocity: Velocity, x: Tensor, ts: Tensor, method: str, stats: SolverStats | None) -> Tensor:
+def _solve(velocity: Velocity, x: Tensor, ts: Tensor, method: str, stats: SolverStats | None, **options) -> Tensor:
     if method == FIREFLOW:
         return integrate_reuse_midpoint(velocity, x, ts, stats=stats)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(INVERSION_METHODS)}, got {method!r}")
-    return integrate(velocity, x, ts, method, stats=stats)
+    return integrate(velocity, x, ts, method, stats=stats, **options)
 
 
 def _generation_grid(ts: Tensor) -> Tensor:
@@ -82,7 +82,7 @@ def _generation_grid(ts: Tensor) -> Tensor:
 
 
 def invert(velocity: Velocity, x_data: Tensor, ts: Tensor, method: str = "euler", *,
-           stats: SolverStats | None = None) -> Tensor:
+           stats: SolverStats | None = None, **options) -> Tensor:
     """The noise the flow maps to `x_data`: integrate from ts[-1] back to ts[0].
 
     Args:
@@ -91,17 +91,18 @@ def invert(velocity: Velocity, x_data: Tensor, ts: Tensor, method: str = "euler"
         ts: the ascending generation grid; inversion runs it reversed.
         method: one of `INVERSION_METHODS`.
         stats: counts velocity calls.
+        options: dopri5's rtol, atol, max_steps (see `integrate`).
 
     Returns:
         The latent at t = ts[0] (noise when ts[0] = 0), like `x_data`.
     """
-    return _solve(velocity, x_data, torch.flip(_generation_grid(ts), (0,)), method, stats)
+    return _solve(velocity, x_data, torch.flip(_generation_grid(ts), (0,)), method, stats, **options)
 
 
 def regenerate(velocity: Velocity, noise: Tensor, ts: Tensor, method: str = "euler", *,
-               stats: SolverStats | None = None) -> Tensor:
+               stats: SolverStats | None = None, **options) -> Tensor:
     """Generation along the ascending grid `ts` with any of `INVERSION_METHODS` (undoes `invert`)."""
-    return _solve(velocity, noise, _generation_grid(ts), method, stats)
+    return _solve(velocity, noise, _generation_grid(ts), method, stats, **options)
 
 
 def edit_window(steps: int, n_max: int, n_min: int) -> tuple[int, int]:
