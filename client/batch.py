@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import ComfyAPI, ServerUnavailable, with_retries
+from .images import Uploader, attach_images, with_upload_options
 from .jobs import SeedPlan, plan_jobs
 from .rows import Row, read_rows
 from .runner import BatchRunner, QueueSettings
@@ -74,7 +75,8 @@ def run_queue(
 
     Args:
         workflow: an API- or UI-format workflow (path or dict).
-        prompts: a .txt/.csv/.jsonl file, or rows as dicts (column -> value, see `overrides`).
+        prompts: a .txt/.csv/.jsonl file, or rows as dicts (column -> value, see `overrides`); an
+            ``image`` column names a local input image (relative to the file's folder; see `images`).
         out_dir: images ``<job>-<seed>.png``, JSON sidecars and the state file.
         servers: ComfyUI base URLs.
         seed: ``"42"`` (fixed), ``"100-199"`` (range), None/``"derived"``, or a SeedPlan.
@@ -91,8 +93,10 @@ def run_queue(
         read_rows(prompts) if isinstance(prompts, (str, Path))
         else [Row(index, index, dict(values)) for index, values in enumerate(prompts, 1)]
     )
+    rows, images = attach_images(rows, Path(prompts).parent if isinstance(prompts, (str, Path)) else Path.cwd())
     seeds = seed if isinstance(seed, SeedPlan) else SeedPlan.parse(seed)
-    jobs, issues = plan_jobs(api_prompt, rows, object_info, seeds, repeat, seed_inputs)
+    plan_info = with_upload_options(object_info, api_prompt, images)
+    jobs, issues = plan_jobs(api_prompt, rows, plan_info, seeds, repeat, seed_inputs)
     for issue in issues:
         log.error("invalid: %s", issue)
     if issues:
@@ -102,7 +106,8 @@ def run_queue(
     state = StateFile(out_dir)
     extra_data = {"extra_pnginfo": {"workflow": ui_workflow}} if ui_workflow else {}
     try:
-        summary = BatchRunner(jobs, servers, out_dir, state, settings, extra_data).run()
+        prepare = Uploader(images, out_dir) if images else None
+        summary = BatchRunner(jobs, servers, out_dir, state, settings, extra_data, prepare).run()
     finally:
         state.close()
     summary.invalid = issues
