@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from comfyui_flowmatch.client.api import ComfyAPI
+from comfyui_flowmatch.client.images import SourceImage, upload
+
 pytestmark = pytest.mark.browser
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
@@ -27,6 +30,13 @@ UPDATE = os.environ.get("FLOWMATCH_UPDATE_WORKFLOWS") == "1"
 THUMBNAIL_WIDTH = 256
 # A widget value naming a model file (a user's download, when absent here).
 FILE_NAME = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def example_inputs(frontend_server):
+    """The images the workflows' Load Image nodes name, in the server's input folder (before any page opens)."""
+    for path in sorted((WORKFLOWS_DIR / "inputs").glob("*.png")):
+        upload(ComfyAPI(frontend_server.url), SourceImage(path, path.name))
 
 
 def read(path: Path) -> dict:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from comfyui_flowmatch.client.api import ComfyAPI
+from comfyui_flowmatch.client.images import SourceImage, upload
+
 pytestmark = pytest.mark.integration
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
@@ -16,9 +19,17 @@ API_FILES = sorted((WORKFLOWS_DIR / "api").glob("*_api.json"))
 UI_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def example_inputs(comfy_server):
+    """The images the workflows' Load Image nodes name, in the server's input folder."""
+    for path in sorted((WORKFLOWS_DIR / "inputs").glob("*.png")):
+        upload(ComfyAPI(comfy_server.url), SourceImage(path, path.name))
+
+
 def test_each_runnable_workflow_has_an_api_twin():
     names = {path.stem for path in UI_FILES}
-    assert {"text_to_image", "compare_solvers", "custom_sampling", "native_flux", "native_sd3"} <= names
+    assert {"text_to_image", "compare_solvers", "custom_sampling", "native_flux", "native_sd3", "edit_image",
+            "invert_and_reconstruct"} <= names
     assert {path.stem.removesuffix("_api") for path in API_FILES} == names - {"native_flux", "native_sd3"}
 
 
