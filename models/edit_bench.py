@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from ..samplers import SolverStats
 from ..samplers.editing import INVERSION_METHODS, flow_edit, invert, regenerate
+from ..samplers.schedules import SD3_SHIFT, time_grid
 from ..samplers.solvers import METHODS
 from .data import BACKGROUNDS, COLORS, SEEN, SHAPES, make_caption
 from .evaluate import FOREGROUND_DISTANCE, analyze, judge, largest_component
@@ -122,8 +123,9 @@ def steps_for(method: str, nfe: int) -> int:
 
 
 def reconstruction_rows(bundle, images: torch.Tensor, prompts: list[str], label: str, nfes: tuple[int, ...],
-                        cfg: float) -> list[dict]:
-    """PSNR of invert -> regenerate with each solver at each NFE budget per direction."""
+                        cfg: float, shift: float) -> list[dict]:
+    """PSNR of invert -> regenerate with each solver at each NFE budget per direction, on the
+    SD3-shifted grid `time_grid(steps, shift=shift)` (shift 1: uniform)."""
     velocity = guided_velocity(bundle, prompts, cfg)
     x = to_latent(images)
     rows = []
@@ -133,13 +135,14 @@ def reconstruction_rows(bundle, images: torch.Tensor, prompts: list[str], label:
             if method == "dopri5":  # adaptive: a tolerance stands in for the budget; the NFE columns show the cost
                 ts, options = torch.tensor([0.0, 1.0]), {"rtol": DOPRI5_TOLERANCE.get(nfe, 1e-3), "atol": DOPRI5_TOLERANCE.get(nfe, 1e-3)}
             else:
-                ts, options = torch.linspace(0, 1, steps_for(method, nfe) + 1), {}
+                ts, options = time_grid(steps_for(method, nfe), shift=shift).float(), {}
             noise = invert(velocity, x, ts, method, stats=stats_inv, **options)
             back = regenerate(velocity, noise, ts, method, stats=stats_gen, **options)
             values = psnr(to_image(back), images)
-            rows.append({"images": label, "n": len(prompts), "solver": method, "cfg": cfg,
+            rows.append({"images": label, "n": len(prompts), "solver": method, "cfg": cfg, "shift": shift,
                          "nfe_invert": stats_inv.nfe, "nfe_regenerate": stats_gen.nfe,
-                         "psnr_median": float(values.median()), "psnr_min": float(values.min()),
+                         "psnr_mean": float(values.mean()), "psnr_median": float(values.median()),
+                         "psnr_min": float(values.min()), "at_least_30db": float((values >= 30).float().mean()),
                          "noise_std": float(noise.std())})
             logger.info(json.dumps(rows[-1]))
     return rows
@@ -278,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edits", type=int, default=16, help="source images per edit kind")
     parser.add_argument("--nfe", type=int, nargs="+", default=[8, 16], help="reconstruction NFE per direction")
     parser.add_argument("--cfg", type=float, default=1.0, help="guidance for reconstruction")
-    parser.add_argument("--flowedit", type=parse_flowedit, nargs="+", default=[parse_flowedit("10:8:0:1:2:4")])
+    parser.add_argument("--shift", type=float, default=SD3_SHIFT, help="SD3 shift of the reconstruction grid (1: uniform)")
+    parser.add_argument("--flowedit", type=parse_flowedit, nargs="+", default=[parse_flowedit("10:5:0:1:1:6")],
+                        help="FlowEdit settings steps:n_max:n_min:n_avg:cfg_source:cfg_target (several to compare)")
     parser.add_argument("--baseline-cfg", type=float, default=4.0, help="target-prompt guidance of the baselines")
     parser.add_argument("--skip-reconstruction", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -291,15 +296,16 @@ def main(argv: list[str] | None = None) -> None:
         gen_images, gen_prompts = generated_sources(bundle, args.generated, args.seed + 1000)
         drawn_images, drawn_prompts = hand_drawn(args.drawn)
         result["reconstruction"] = (
-            reconstruction_rows(bundle, gen_images, gen_prompts, "generated", tuple(args.nfe), args.cfg)
-            + reconstruction_rows(bundle, drawn_images, drawn_prompts, "hand-drawn", tuple(args.nfe), args.cfg))
+            reconstruction_rows(bundle, gen_images, gen_prompts, "generated", tuple(args.nfe), args.cfg, args.shift)
+            + reconstruction_rows(bundle, drawn_images, drawn_prompts, "hand-drawn", tuple(args.nfe), args.cfg,
+                                  args.shift))
     sources, prompts = generated_sources(bundle, args.edits, args.seed)
     result["edits"] = edit_rows(bundle, sources, prompts, args.flowedit, args.seed, args.baseline_cfg)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if "reconstruction" in result:
-        print(markdown(result["reconstruction"], ["images", "n", "solver", "cfg", "nfe_invert", "nfe_regenerate",
-                                                  "psnr_median", "psnr_min"]))
+        print(markdown(result["reconstruction"], ["images", "n", "solver", "nfe_invert", "nfe_regenerate",
+                                                  "psnr_mean", "psnr_median", "psnr_min", "at_least_30db"]))
     print(markdown(result["edits"], ["kind", "method", "nfe", "n", "success", "target", "kept", "iou"]))
 
 

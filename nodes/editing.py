@@ -114,7 +114,7 @@ class FlowMatchEdit(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise FlowEdit averages over."),
                 io.Int.Input("steps", default=10, min=1, max=1000, tooltip="Steps of the full schedule (T)."),
-                io.Int.Input("n_max", default=8, min=1, max=1000,
+                io.Int.Input("n_max", default=5, min=1, max=1000,
                              tooltip="Edit strength: how many of the last steps (counted from the image end) the "
                                      "edit runs; the first steps - n_max are skipped. More changes more."),
                 io.Int.Input("n_min", default=0, min=0, max=1000,
@@ -122,9 +122,9 @@ class FlowMatchEdit(io.ComfyNode):
                                      "keeps less); 0 = pure FlowEdit."),
                 io.Int.Input("n_avg", default=1, min=1, max=64,
                              tooltip="Noise draws averaged per step (each costs two model evaluations)."),
-                io.Float.Input("source_cfg", default=2.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("source_cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Guidance for the source prompt."),
-                io.Float.Input("target_cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("target_cfg", default=6.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Guidance for the target prompt (usually higher than the source's)."),
                 io.Combo.Input("solver", options=list(METHODS), default="euler",
                                tooltip="Solver of the n_min regeneration steps (the edit itself uses Euler, as "

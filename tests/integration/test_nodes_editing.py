@@ -104,7 +104,7 @@ def test_flow_edit_with_the_source_prompt_keeps_the_image(comfy_server):
 
 def test_flow_edit_changes_the_colour_and_keeps_the_rest(comfy_server):
     target = "a blue circle on a black background"
-    g, original, edited, _ = edit_graph(target, 2.0, 6.0, "edit_colour_source")
+    g, original, edited, _ = edit_graph(target, 1.0, 6.0, "edit_colour_source")
     entry = run(comfy_server, g)
     (source,) = ng.saved_images(comfy_server, entry, original)
     (result,) = ng.saved_images(comfy_server, entry, edited)
