@@ -133,7 +133,8 @@ def reconstruction_rows(bundle, images: torch.Tensor, prompts: list[str], label:
         for nfe in nfes:
             stats_inv, stats_gen = SolverStats(), SolverStats()
             if method == "dopri5":  # adaptive: a tolerance stands in for the budget; the NFE columns show the cost
-                ts, options = torch.tensor([0.0, 1.0]), {"rtol": DOPRI5_TOLERANCE.get(nfe, 1e-3), "atol": DOPRI5_TOLERANCE.get(nfe, 1e-3)}
+                tolerance = DOPRI5_TOLERANCE.get(nfe, 1e-3)
+                ts, options = torch.tensor([0.0, 1.0]), {"rtol": tolerance, "atol": tolerance}
             else:
                 ts, options = time_grid(steps_for(method, nfe), shift=shift).float(), {}
             noise = invert(velocity, x, ts, method, stats=stats_inv, **options)
