@@ -146,6 +146,9 @@ class FlowMatchEdit(io.ComfyNode):
     @classmethod
     def execute(cls, model, source, target, negative, latent_image, seed, steps, n_max, n_min, n_avg, source_cfg,
                 target_cfg, solver, schedule, shift) -> io.NodeOutput:
+        window = cls.validate_inputs(steps, n_max, n_min, solver, schedule)
+        if window is not True:
+            raise ValueError(window)
         sigmas = sigmas_for(model, latent_image["samples"], schedule, steps, shift, 1.0)
         edited, report = edit_latent(model, source, target, negative, source_cfg, target_cfg, latent_image["samples"],
                                      sigmas, n_max, n_min, n_avg, seed, solver, "FlowMatchEdit")
