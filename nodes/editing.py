@@ -7,7 +7,8 @@ from comfy_api.latest import io, ui
 
 from ..samplers.solvers import METHODS
 from .editing_sampling import edit_latent, invert_latent
-from .latent import DEFAULT_SPATIAL_DOWNSCALE
+from .latent_fit import model_geometry, require_latent_fits
+from .limits import require_affordable_work, require_schedule_length
 from .sampling import SCHEDULE_TOOLTIP, SOLVER_TOOLTIP, check_choice
 from .sigmas import MODEL_DEFAULT, SCHEDULES, image_size, schedule_sigmas
 
@@ -29,9 +30,13 @@ class InvertedNoise:
         return self.samples.clone()
 
 
-def sigmas_for(model, latent: torch.Tensor, schedule: str, steps: int, shift: float, denoise: float) -> torch.Tensor:
-    latent_format = model.get_model_object("latent_format")
-    size = image_size(latent.shape, getattr(latent_format, "spatial_downscale", DEFAULT_SPATIAL_DOWNSCALE))
+def sigmas_for(node: str, model, latent: torch.Tensor, schedule: str, steps: int, shift: float,
+               denoise: float) -> torch.Tensor:
+    """The schedule, after the sampler's refusals (schedule length, latent fit, work per model call)."""
+    require_schedule_length(node, steps, denoise)
+    require_latent_fits(node, model, latent)
+    require_affordable_work(node, model, latent.shape)
+    size = image_size(latent.shape, model_geometry(model).spatial)
     return schedule_sigmas(model, schedule, steps, shift, denoise, size)
 
 
@@ -82,7 +87,7 @@ class FlowMatchInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, solver, steps, cfg, schedule, shift, denoise,
                 show_round_trip) -> io.NodeOutput:
-        sigmas = sigmas_for(model, latent_image["samples"], schedule, steps, shift, denoise)
+        sigmas = sigmas_for("FlowMatchInvert", model, latent_image["samples"], schedule, steps, shift, denoise)
         noise, report = invert_latent(model, positive, negative, cfg, latent_image["samples"], sigmas, solver,
                                       "FlowMatchInvert", show_round_trip)
         text = f"inverted with {solver}: {report['nfe']} model evaluations (NFE)"
@@ -149,7 +154,7 @@ class FlowMatchEdit(io.ComfyNode):
         window = cls.validate_inputs(steps, n_max, n_min, solver, schedule)
         if window is not True:
             raise ValueError(window)
-        sigmas = sigmas_for(model, latent_image["samples"], schedule, steps, shift, 1.0)
+        sigmas = sigmas_for("FlowMatchEdit", model, latent_image["samples"], schedule, steps, shift, 1.0)
         edited, report = edit_latent(model, source, target, negative, source_cfg, target_cfg, latent_image["samples"],
                                      sigmas, n_max, n_min, n_avg, seed, solver, "FlowMatchEdit")
         out = latent_image.copy()

@@ -10,7 +10,8 @@ from comfy_api.latest import io, ui
 
 from ..samplers.comfy_bridge import sample_flow
 from ..samplers.solvers import METHODS
-from .latent import DEFAULT_SPATIAL_DOWNSCALE
+from .latent_fit import model_geometry, require_latent_fits
+from .limits import range_problem, require_affordable_work, require_schedule_length, schedule_length_problem
 from .sampling_guard import guard_sampler
 from .sigmas import MODEL_DEFAULT, SCHEDULES, image_size, schedule_sigmas
 
@@ -35,9 +36,11 @@ def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, nega
     CFG guider, masks and previews.
 
     Returns (latent dict, NFE)."""
+    require_schedule_length("FlowMatchSampler", steps, denoise)
+    require_latent_fits("FlowMatchSampler", model, latent["samples"])
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    latent_format = model.get_model_object("latent_format")
-    size = image_size(samples.shape, getattr(latent_format, "spatial_downscale", DEFAULT_SPATIAL_DOWNSCALE))
+    require_affordable_work("FlowMatchSampler", model, samples.shape)
+    size = image_size(samples.shape, model_geometry(model).spatial)
     sigmas = schedule_sigmas(model, schedule, steps, shift, denoise, size)
     out = latent.copy()
     if len(sigmas) < 2:
@@ -102,9 +105,15 @@ class FlowMatchSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, solver, schedule):
-        solver_ok = check_choice("FlowMatchSampler", "solver", solver, METHODS)
-        return solver_ok if solver_ok is not True else check_choice("FlowMatchSampler", "schedule", schedule, SCHEDULES)
+    def validate_inputs(cls, solver, schedule, steps, cfg, shift, denoise):
+        node = "FlowMatchSampler"
+        ranges = {"steps": (steps, 1, 1000), "cfg": (cfg, 0.0, 100.0), "shift": (shift, 0.01, 100.0),
+                  "denoise": (denoise, 0.0, 1.0)}
+        problem = range_problem(node, ranges) or schedule_length_problem(node, steps, denoise)
+        if problem:
+            return problem
+        solver_ok = check_choice(node, "solver", solver, METHODS)
+        return solver_ok if solver_ok is not True else check_choice(node, "schedule", schedule, SCHEDULES)
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
@@ -166,9 +175,13 @@ class FlowMatchScheduler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, schedule):
-        return check_choice("FlowMatchScheduler", "schedule", schedule, SCHEDULES)
+    def validate_inputs(cls, schedule, steps, shift, denoise):
+        node = "FlowMatchScheduler"
+        ranges = {"steps": (steps, 1, 1000), "shift": (shift, 0.01, 100.0), "denoise": (denoise, 0.0, 1.0)}
+        problem = range_problem(node, ranges) or schedule_length_problem(node, steps, denoise)
+        return problem or check_choice(node, "schedule", schedule, SCHEDULES)
 
     @classmethod
     def execute(cls, model, schedule, steps, shift, denoise, width, height) -> io.NodeOutput:
+        require_schedule_length("FlowMatchScheduler", steps, denoise)
         return io.NodeOutput(schedule_sigmas(model, schedule, steps, shift, denoise, (width, height)))

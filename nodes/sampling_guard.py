@@ -1,6 +1,7 @@
-"""What every sampling path of the pack does per model call and per step: an interrupt
-check, a non-finite guard naming the step, an NFE count, and the step callback that drives
-ComfyUI's progress bar and latent previews."""
+"""What every sampling path of the pack does before it starts (the latent fits the model
+and the work limits) and per model call and per step: an interrupt check, a non-finite
+guard naming the step, an NFE count, and the step callback that drives ComfyUI's progress
+bar and latent previews."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import logging
 import torch
 
 import comfy.model_management
+
+from .latent_fit import require_latent_fits
+from .limits import require_affordable_work
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -54,6 +58,10 @@ def guard_sampler(sampler_function, node: str, report: dict | None = None):
     """
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        patcher = getattr(getattr(model, "inner_model", None), "model_patcher", None)  # KSAMPLER's CFG guider
+        if patcher is not None:  # SamplerCustom(Advanced) reach no node check before this
+            require_latent_fits(node, patcher, x, check_empty=False)
+            require_affordable_work(node, patcher, x.shape)
         guarded = GuardedDenoiser(model, node, len(sigmas) - 1)
 
         def on_step(info):

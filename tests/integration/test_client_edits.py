@@ -24,7 +24,7 @@ from comfyui_flowmatch.models.edit_bench import hand_drawn
 
 pytestmark = pytest.mark.integration
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "edit_image_api.json"
+WORKFLOW = Path(__file__).resolve().parents[2] / "example_workflows" / "api" / "edit_image_api.json"
 IMAGES = 8
 FAST = QueueSettings(grace_s=2.0, audit_s=2.0, progress=False)
 
