@@ -1,7 +1,8 @@
 """Flow Match Invert and Flow Match Edit on the tiny random-weight native SD3 and Flux models
 (ComfyUI's own model classes, see build_tiny_checkpoints.py): the wiring runs through each
 model's latent format, conditioning and model sampling, and gives finite latents of the
-right shape. Quality is only checked on the trained bundled model (test_nodes_editing.py)."""
+right shape. Quality is only checked on the trained bundled model (test_nodes_editing.py).
+The server is `native` (conftest.py), shared with test_nodes_native.py."""
 
 import importlib.util
 from pathlib import Path
@@ -21,14 +22,6 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def native(start_comfy_server, tmp_path_factory):
-    ckpts = tmp_path_factory.mktemp("native_edit_ckpts")
-    ng.build_tiny_checkpoints(ckpts)
-    yaml = ng.extra_paths_yaml(tmp_path_factory.mktemp("yaml_edit") / "extra.yaml", flow_matching=ckpts)
-    return start_comfy_server("--extra-model-paths-config", str(yaml))
-
-
 def model_link(g, name):
     if name == "sd3":
         return ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
@@ -37,6 +30,7 @@ def model_link(g, name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_invert_sample_and_edit_on_native_models(native, name):
+    server, _ = native
     spec, shape = MODELS[name]
     g = ng.Graph()
     model = model_link(g, name)
@@ -54,10 +48,10 @@ def test_invert_sample_and_edit_on_native_models(native, name):
                  schedule="model default", shift=3.0)
     saves = {key: g.add("SaveLatent", samples=link, filename_prefix=f"{name}_{key}")
              for key, link in (("back", ng.out(back)), ("edit", ng.out(edit)))}
-    entry = native.run_prompt(g.prompt)
+    entry = server.run_prompt(g.prompt)
     assert entry["status"]["status_str"] == "success", ng.error_message(entry)
     for key, node in saves.items():
-        latent = ng.saved_latent(native, entry, node)
+        latent = ng.saved_latent(server, entry, node)
         assert latent.shape == shape, key
         assert torch.isfinite(latent).all() and latent.std() > 0, key
     (invert_text,) = entry["outputs"][invert]["text"]
