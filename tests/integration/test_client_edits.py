@@ -30,8 +30,9 @@ FAST = QueueSettings(grace_s=2.0, audit_s=2.0, progress=False)
 
 
 @pytest.fixture(scope="module")
-def servers(start_comfy_server):
-    return [start_comfy_server(), start_comfy_server()]
+def servers(start_comfy_server, comfy_server):
+    """A fresh server to kill, and the suite's shared one (whose input folder gets only content-named files)."""
+    return [start_comfy_server(), comfy_server]
 
 
 def edit_rows(folder: Path) -> Path:
