@@ -13,6 +13,7 @@ from typing import Any
 
 from .api import ComfyAPI, ServerUnavailable, check_url, with_retries
 from .files import read_json
+from .images import Uploader, attach_images, with_upload_options
 from .jobs import SeedPlan, plan_jobs
 from .rows import Row, read_rows
 from .runner import BatchRunner, QueueSettings
@@ -92,7 +93,8 @@ def run_queue(
     Args:
         workflow: an API- or UI-format workflow (path or dict).
         prompts: a .txt/.csv/.jsonl file, or rows as dicts (column -> value, see `overrides`;
-            None keeps the workflow's value, as an empty cell does).
+            None keeps the workflow's value, as an empty cell does); an ``image`` column names
+            a local input image (relative to the file's folder; see `images`).
         out_dir: images ``<job>-<seed>.png``, JSON sidecars and the state file.
         servers: ComfyUI base URLs.
         seed: ``"42"`` (fixed), ``"100-199"`` (range), None/``"derived"``, or a SeedPlan.
@@ -117,6 +119,7 @@ def run_queue(
     if not rows:
         raise ValueError(f"prompts file {prompts}: no rows (blank lines, # comments and all-empty rows are skipped)"
                          if isinstance(prompts, (str, Path)) else "no rows given")
+    rows, images = attach_images(rows, Path(prompts).parent if isinstance(prompts, (str, Path)) else Path.cwd())
     seeds = seed if isinstance(seed, SeedPlan) else SeedPlan.parse(seed)
     out_dir = Path(out_dir)
     state = StateFile(out_dir)
@@ -124,14 +127,16 @@ def run_queue(
         object_info = fetch_object_info(servers)
         source = workflow if isinstance(workflow, (str, Path)) else None
         api_prompt, ui_workflow = load_workflow(workflow_data, object_info, source=source)
-        jobs, issues = plan_jobs(api_prompt, rows, object_info, seeds, repeat, seed_inputs)
+        plan_info = with_upload_options(object_info, api_prompt, images)
+        jobs, issues = plan_jobs(api_prompt, rows, plan_info, seeds, repeat, seed_inputs)
         for issue in issues:
             log.error("invalid: %s", issue)
         if issues:
             log.error("%d of %d rows are invalid and will not run; the other %d jobs run",
                       len({issue.row for issue in issues}), len(rows), len(jobs))
         extra_data = {"extra_pnginfo": {"workflow": ui_workflow}} if ui_workflow else {}
-        summary = BatchRunner(jobs, servers, out_dir, state, settings, extra_data).run()
+        prepare = Uploader(images, out_dir) if images else None
+        summary = BatchRunner(jobs, servers, out_dir, state, settings, extra_data, prepare).run()
     finally:
         state.close()
     summary.invalid = issues

@@ -117,7 +117,10 @@ class BatchRunner:
         state: StateFile,
         settings: QueueSettings = QueueSettings(),
         extra_data: dict[str, Any] | None = None,
+        prepare: Callable[[Job, ComfyAPI], None] | None = None,
     ):
+        """`prepare(job, api)` runs before each submission (e.g. uploads the job's input image);
+        ServerUnavailable from it marks the server down and the job waits for another one."""
         if not servers:
             raise ValueError("give at least one server URL")
         self.jobs = jobs
@@ -126,6 +129,7 @@ class BatchRunner:
         self.state = state
         self.settings = settings
         self.extra_data = extra_data or {}
+        self.prepare = prepare
         # Stable per output folder, so a resumed batch still hears about the jobs it queued before.
         self.client_id = f"flowmatch-queue-{uuid.uuid5(uuid.NAMESPACE_URL, str(self.out_dir.resolve())).hex[:12]}"
         self.pending: collections.deque[Job] = collections.deque()
@@ -347,6 +351,19 @@ class BatchRunner:
             self._submit(self.pending.popleft(), server)
 
     def _submit(self, job: Job, server: Server) -> None:
+        if self.prepare is not None:
+            try:
+                self.prepare(job, server.api)
+            except ServerUnavailable as error:
+                server.mark_down(error)
+                self.pending.appendleft(job)
+                return
+            except (ValueError, OSError) as error:
+                log.error("job %s (%s) failed: %s", job.key, job.row.label, error)
+                self.state.failed(job.key, job.fingerprint, str(error), None, server.url)
+                self.summary.failed[job.key] = str(error)
+                self.bar.update(1)
+                return
         prompt_id = str(uuid.uuid4())
         number = self.state.submitted(job.key, job.fingerprint, prompt_id, server.url)
         attempt = Attempt(job, prompt_id, server, number, time.time())

@@ -5,6 +5,7 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FlowMatchTextEncode
+from .editing import FlowMatchEdit, FlowMatchInvert
 from .latent import FlowMatchEmptyLatent
 from .loader import FlowMatchModelLoader
 from .model_files import register_folder
@@ -23,4 +24,6 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchSampler,
             FlowMatchODESampler,
             FlowMatchScheduler,
+            FlowMatchInvert,
+            FlowMatchEdit,
         ]

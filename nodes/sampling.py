@@ -45,8 +45,9 @@ def counts_text(solver: str, counts: dict) -> str:
             f"{counts.get('rejected', 0)} rejected")
 
 
-def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise):
-    """KSampler's recipe with our solver: ComfyUI's noise, CFG guider, masks and previews.
+def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise, noise=None):
+    """KSampler's recipe with our solver: ComfyUI's noise (or a NOISE such as Flow Match Invert's),
+    CFG guider, masks and previews.
 
     Returns (latent dict, counts: nfe, steps, accepted, rejected)."""
     require_schedule_length("FlowMatchSampler", steps, denoise)
@@ -59,7 +60,10 @@ def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, nega
     if len(sigmas) < 2:
         out["samples"] = samples
         return out, {"nfe": 0, "steps": 0, "accepted": 0, "rejected": 0}
-    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    if noise is None:
+        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    else:
+        noise = noise.generate_noise({**latent, "samples": samples})
     report = {}
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     out["samples"] = comfy.sample.sample_custom(
@@ -114,6 +118,8 @@ class FlowMatchSampler(io.ComfyNode):
                 io.Latent.Input("latent_image", tooltip="The starting latent: an empty latent, or an encoded image for img2img."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How much of the schedule to run: 1 = from pure noise, less keeps more of the input."),
+                io.Noise.Input("noise", optional=True,
+                               tooltip="Optional starting noise instead of the seed's, e.g. from Flow Match Invert."),
             ],
             outputs=[io.Latent.Output(tooltip="The sampled latent; decode it with VAE Decode.")],
         )
@@ -131,9 +137,9 @@ class FlowMatchSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                denoise) -> io.NodeOutput:
+                denoise, noise=None) -> io.NodeOutput:
         latent, counts = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                                     denoise)
+                                     denoise, noise)
         return io.NodeOutput(latent, ui=ui.PreviewText(counts_text(solver, counts)))
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from comfyui_flowmatch.client.api import ComfyAPI
+from comfyui_flowmatch.client.images import SourceImage, upload
 from comfyui_flowmatch.client.local_server import PACK_FOLDER_NAME
 
 pytestmark = pytest.mark.browser
@@ -30,6 +32,13 @@ DISPLAY_SCALE = 8  # the bundled model's 32 px images are upscaled (nearest-exac
 FILE_NAME = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def example_inputs(frontend_server):
+    """The images the workflows' Load Image nodes name, in the server's input folder (before any page opens)."""
+    for path in sorted((WORKFLOWS_DIR / "inputs").glob("*.png")):
+        upload(ComfyAPI(frontend_server.url), SourceImage(path, path.name))
+
+
 def model_downloads(workflow: dict) -> list[dict]:
     """The `properties.models` entries (name, url, directory) of the workflow's loaders."""
     return [model for node in workflow["nodes"] for model in node.get("properties", {}).get("models", [])]
@@ -39,6 +48,16 @@ def api_twin(path: Path) -> Path:
     """"1 Text to image.json" -> api/text_to_image_api.json."""
     slug = re.sub(r"^\d+ ", "", path.stem).lower().replace(" ", "_")
     return path.parent / "api" / f"{slug}_api.json"
+
+
+def source_size(workflow: dict) -> tuple[int, int]:
+    """(width, height) of the workflow's empty latent, or of the input image its Load Image names."""
+    for node in workflow["nodes"]:
+        if node["type"] == "FlowMatchEmptyLatent":
+            return tuple(node["widgets_values"][:2])
+    (loader,) = [n for n in workflow["nodes"] if n["type"] == "LoadImage"]
+    with Image.open(WORKFLOWS_DIR / "inputs" / loader["widgets_values"][0]) as image:
+        return image.size
 
 
 def read(path: Path) -> dict:
@@ -127,11 +146,10 @@ def test_workflow_runs_from_the_page(comfy_page, path):
     comfy_page.screenshot("ran")
     subfolder, prefix = save_node["widgets_values"][0].rsplit("/", 1)
     assert f"filename={prefix}_" in shown["srcs"][0] and f"subfolder={subfolder}" in shown["srcs"][0], shown["srcs"]
-    (latent,) = [n for n in workflow["nodes"] if n["type"] == "FlowMatchEmptyLatent"]
-    width, height = latent["widgets_values"][:2]
-    samplers = sum(n["type"] == "FlowMatchSampler" for n in workflow["nodes"]) or 1
-    # compare_solvers stitches one image per sampler side by side, with 2 px gaps
-    assert shown["sizes"] == [[DISPLAY_SCALE * (samplers * width + 2 * (samplers - 1)), DISPLAY_SCALE * height]]
+    width, height = source_size(workflow)
+    # compare_solvers and invert_and_reconstruct stitch their images side by side, with 2 px gaps
+    panels = 1 + sum(n["type"] == "ImageStitch" for n in workflow["nodes"])
+    assert shown["sizes"] == [[DISPLAY_SCALE * (panels * width + 2 * (panels - 1)), DISPLAY_SCALE * height]]
     if UPDATE:
         with urllib.request.urlopen(shown["srcs"][0], timeout=30) as response:
             save_thumbnail(Image.open(io.BytesIO(response.read())), path.with_suffix(".jpg"))

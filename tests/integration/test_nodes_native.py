@@ -25,16 +25,6 @@ FLUX_COND = dict(width=4096, length=8, pooled_width=768)
 WAN_COND = dict(width=4096, length=8, pooled_width=0)
 
 
-@pytest.fixture(scope="module")
-def native(start_comfy_server, tmp_path_factory):
-    ckpts = tmp_path_factory.mktemp("native_ckpts")
-    report = ng.build_tiny_checkpoints(ckpts)
-    yaml = ng.extra_paths_yaml(tmp_path_factory.mktemp("yaml") / "extra.yaml", flow_matching=ckpts,
-                               diffusion_models=ckpts)
-    server = start_comfy_server("--extra-model-paths-config", str(yaml), "--preview-method", "latent2rgb")
-    return server, report
-
-
 def conds(g, spec, seeds=(1, 2)):
     return [ng.out(g.add("FMTestConditioning", seed=seed, **spec)) for seed in seeds]
 

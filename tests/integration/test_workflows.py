@@ -10,6 +10,8 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
+from comfyui_flowmatch.client.api import ComfyAPI
+from comfyui_flowmatch.client.images import SourceImage, upload
 from comfyui_flowmatch.client.local_server import PACK_FOLDER_NAME
 
 pytestmark = pytest.mark.integration
@@ -17,6 +19,13 @@ pytestmark = pytest.mark.integration
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
 API_FILES = sorted((WORKFLOWS_DIR / "api").glob("*_api.json"))
 UI_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def example_inputs(comfy_server):
+    """The images the workflows' Load Image nodes name, in the server's input folder."""
+    for path in sorted((WORKFLOWS_DIR / "inputs").glob("*.png")):
+        upload(ComfyAPI(comfy_server.url), SourceImage(path, path.name))
 
 
 def needs_downloads(path: Path) -> bool:
@@ -27,6 +36,7 @@ def needs_downloads(path: Path) -> bool:
 def test_each_runnable_workflow_has_an_api_twin():
     """Templates are titled "<n> <Title>.json"; the twin of a runnable one is api/<title_in_snake_case>_api.json."""
     assert [path.stem for path in UI_FILES][:3] == ["1 Text to image", "2 Compare solvers", "3 Custom sampling"]
+    assert {"6 Edit image", "7 Invert and reconstruct"} <= {path.stem for path in UI_FILES}
     assert all(re.fullmatch(r"\d+ \S.*", path.stem) for path in UI_FILES), [path.stem for path in UI_FILES]
     runnable = {re.sub(r"^\d+ ", "", path.stem).lower().replace(" ", "_") for path in UI_FILES if not needs_downloads(path)}
     assert {path.stem.removesuffix("_api") for path in API_FILES} == runnable
