@@ -74,7 +74,8 @@ def test_node_reports_show_on_the_nodes(any_frontend_page):
 
     steps, solver = sampler["widgets_values"][2], sampler["widgets_values"][4]
     assert solver == "heun"  # two evaluations a step, but one on the last step (it ends at sigma 0)
-    assert reports[str(sampler["id"])]["text"] == f"heun: {2 * steps - 1} model evaluations (NFE)"
+    expected = f"heun: {2 * steps - 1} model evaluations (NFE), {steps} steps accepted, 0 rejected"
+    assert reports[str(sampler["id"])]["text"] == expected
     warning = reports[str(positive["id"])]["text"]
     assert "unknown words" in warning and "'unicorn'" in warning and "'purple'" not in warning, warning
     assert str(negative["id"]) not in reports
