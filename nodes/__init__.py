@@ -8,6 +8,7 @@ from .conditioning import FlowMatchTextEncode
 from .latent import FlowMatchEmptyLatent
 from .loader import FlowMatchModelLoader
 from .model_files import register_folder
+from .optimal_schedule import FlowMatchOptimalSchedule
 from .sampling import FlowMatchODESampler, FlowMatchSampler, FlowMatchScheduler
 
 register_folder()
@@ -23,4 +24,5 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchSampler,
             FlowMatchODESampler,
             FlowMatchScheduler,
+            FlowMatchOptimalSchedule,
         ]

@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from ..samplers.comfy_bridge import sample_flow
 from ..samplers.solvers import METHODS
 from .latent import DEFAULT_SPATIAL_DOWNSCALE
+from .optimal_schedule import describe, grid_sigmas, sampler_grid, scheduler_grid
 from .sampling_guard import guard_sampler
 from .sigmas import MODEL_DEFAULT, SCHEDULES, image_size, schedule_sigmas
 
@@ -30,14 +31,22 @@ def ode_sampler(solver: str, node: str, report: dict | None = None) -> comfy.sam
     return comfy.samplers.KSAMPLER(guard_sampler(sample_flow, node, report), extra_options={"method": solver})
 
 
-def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise):
+def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise, notes=None):
     """KSampler's recipe with our solver: ComfyUI's noise, CFG guider, masks and previews.
+    `notes`, when given, receives a line on the searched grid for schedule 'optimal'.
 
     Returns (latent dict, NFE)."""
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     latent_format = model.get_model_object("latent_format")
     size = image_size(samples.shape, getattr(latent_format, "spatial_downscale", DEFAULT_SPATIAL_DOWNSCALE))
-    sigmas = schedule_sigmas(model, schedule, steps, shift, denoise, size)
+
+    def optimal(total_steps):
+        record, from_cache = sampler_grid("FlowMatchSampler", model, positive, negative, cfg, solver, latent)
+        if notes is not None:
+            notes.append(describe(record, total_steps, from_cache))
+        return grid_sigmas("FlowMatchSampler", record, total_steps)
+
+    sigmas = schedule_sigmas(model, schedule, steps, shift, denoise, size, optimal)
     out = latent.copy()
     if len(sigmas) < 2:
         out["samples"] = samples
@@ -59,7 +68,9 @@ SOLVER_TOOLTIP = (
 )
 SCHEDULE_TOOLTIP = (
     "model default: the model's own shift (and any ModelSampling node), same as KSampler 'simple'; "
-    "uniform: evenly spaced; sd3 shift: uses the shift input; flux resolution shift: shift grows with image size."
+    "uniform: evenly spaced; sd3 shift: uses the shift input; flux resolution shift: shift grows with image size; "
+    "optimal: the grid searched for this model and solver (shipped for the bundled model; otherwise searched once "
+    "on the first prompt, a few minutes, then cached in user/__flowmatch_schedules; see Flow Match Optimal Schedule)."
 )
 
 
@@ -103,9 +114,10 @@ class FlowMatchSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
                 denoise) -> io.NodeOutput:
+        notes = []
         latent, nfe = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                                  denoise)
-        return io.NodeOutput(latent, ui=ui.PreviewText(f"{solver}: {nfe} model evaluations (NFE)"))
+                                  denoise, notes)
+        return io.NodeOutput(latent, ui=ui.PreviewText("\n".join([f"{solver}: {nfe} model evaluations (NFE)", *notes])))
 
 
 class FlowMatchODESampler(io.ComfyNode):
@@ -155,14 +167,22 @@ class FlowMatchScheduler(io.ComfyNode):
                              tooltip="Image width in pixels, for 'flux resolution shift'."),
                 io.Int.Input("height", default=1024, min=16, max=16384, step=16,
                              tooltip="Image height in pixels, for 'flux resolution shift'."),
+                io.Combo.Input("solver", options=list(METHODS), default=DEFAULT_SOLVER, optional=True,
+                               tooltip="For 'optimal': the solver the grid was searched for (use the one your sampler "
+                                       "runs). This node has no prompt to search with: it uses a grid searched before "
+                                       "for this model and solver (shipped for the bundled model)."),
             ],
             outputs=[io.Sigmas.Output(tooltip="Sigmas from high to 0.")],
         )
 
     @classmethod
-    def validate_inputs(cls, schedule):
-        return check_choice("FlowMatchScheduler", "schedule", schedule, SCHEDULES)
+    def validate_inputs(cls, schedule, solver=DEFAULT_SOLVER):
+        schedule_ok = check_choice("FlowMatchScheduler", "schedule", schedule, SCHEDULES)
+        return schedule_ok if schedule_ok is not True else check_choice("FlowMatchScheduler", "solver", solver, METHODS)
 
     @classmethod
-    def execute(cls, model, schedule, steps, shift, denoise, width, height) -> io.NodeOutput:
-        return io.NodeOutput(schedule_sigmas(model, schedule, steps, shift, denoise, (width, height)))
+    def execute(cls, model, schedule, steps, shift, denoise, width, height, solver=DEFAULT_SOLVER) -> io.NodeOutput:
+        def optimal(total_steps):
+            return grid_sigmas("FlowMatchScheduler", scheduler_grid("FlowMatchScheduler", model, solver), total_steps)
+
+        return io.NodeOutput(schedule_sigmas(model, schedule, steps, shift, denoise, (width, height), optimal))
