@@ -165,6 +165,7 @@ class FlowMatchOptimalSchedule(io.ComfyNode):
                                      "candidates^2 / 2 model evaluations per extra solver stage."),
             ],
             outputs=[io.Sigmas.Output(tooltip="The searched sigmas, 1 to 0, for SamplerCustomAdvanced.")],
+            is_output_node=True,  # runs on its own too, to fill the cache the 'optimal' schedules read
         )
 
     @classmethod

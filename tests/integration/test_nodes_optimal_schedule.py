@@ -77,32 +77,27 @@ def test_search_runs_once_and_its_grid_feeds_both_sampler_nodes(comfy_server, ti
     assert sigmas_in(sampled) == sigmas
 
     g = ng.Graph()
-    loader = g.add("FlowMatchModelLoader", ckpt_name=tiny)
-    scheduler = g.add("FlowMatchScheduler", model=ng.out(loader), schedule="optimal", steps=3, shift=3.0, denoise=1.0,
-                      width=SIZE, height=SIZE, solver="midpoint")
-    saver = g.add("SaveLatent", samples=ng.out(g.add("SamplerCustomAdvanced",
-        noise=ng.out(g.add("DisableNoise")),
-        guider=ng.out(g.add("BasicGuider", model=ng.out(loader), conditioning=ng.out(
-            g.add("FlowMatchTextEncode", clip=ng.out(loader, 1), text="a red circle")))),
-        sampler=ng.out(g.add("FlowMatchODESampler", solver="midpoint")),
-        sigmas=ng.out(scheduler),
-        latent_image=ng.out(g.add("FlowMatchEmptyLatent", model=ng.out(loader), width=SIZE, height=SIZE, batch_size=1)),
-    ))), filename_prefix="optimal_sigmas")
+    sampled = scheduled_run(g, tiny, "midpoint")
+    saver = g.add("SaveLatent", samples=ng.out(sampled), filename_prefix="optimal_sigmas")
     entry = comfy_server.run_prompt(g.prompt)
     assert entry["status"]["status_str"] == "success", ng.error_message(entry)
     assert torch.isfinite(ng.saved_latent(comfy_server, entry, saver)).all()
 
 
+def scheduled_run(g, ckpt, solver):
+    """FlowMatchScheduler(optimal) -> SamplerCustomAdvanced with FlowMatchODESampler; returns the sampler id."""
+    loader, pos, _, latent = graph_inputs(g, ckpt)
+    scheduler = g.add("FlowMatchScheduler", model=ng.out(loader), schedule="optimal", steps=3, shift=3.0, denoise=1.0,
+                      width=SIZE, height=SIZE, solver=solver)
+    guider = g.add("BasicGuider", model=ng.out(loader), conditioning=ng.out(pos))
+    return g.add("SamplerCustomAdvanced", noise=ng.out(g.add("RandomNoise", noise_seed=0)), guider=ng.out(guider),
+                 sampler=ng.out(g.add("FlowMatchODESampler", solver=solver)), sigmas=ng.out(scheduler),
+                 latent_image=ng.out(latent))
+
+
 def test_scheduler_without_a_searched_grid_says_how_to_get_one(comfy_server, tiny):
     g = ng.Graph()
-    loader = g.add("FlowMatchModelLoader", ckpt_name=tiny)
-    scheduler = g.add("FlowMatchScheduler", model=ng.out(loader), schedule="optimal", steps=3, shift=3.0, denoise=1.0,
-                      width=SIZE, height=SIZE, solver="rk3")
-    g.add("SamplerCustomAdvanced", noise=ng.out(g.add("RandomNoise", noise_seed=0)),
-          guider=ng.out(g.add("BasicGuider", model=ng.out(loader), conditioning=ng.out(
-              g.add("FlowMatchTextEncode", clip=ng.out(loader, 1), text="a red circle")))),
-          sampler=ng.out(g.add("FlowMatchODESampler", solver="rk3")), sigmas=ng.out(scheduler),
-          latent_image=ng.out(g.add("FlowMatchEmptyLatent", model=ng.out(loader), width=SIZE, height=SIZE, batch_size=1)))
+    g.add("SaveLatent", samples=ng.out(scheduled_run(g, tiny, "rk3")), filename_prefix="no_grid")
     entry = comfy_server.run_prompt(g.prompt)
     assert entry["status"]["status_str"] == "error"
     assert "no optimal schedule has been searched for this model and solver 'rk3'" in ng.error_message(entry)
