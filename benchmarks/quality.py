@@ -40,6 +40,7 @@ NATIVE = ("euler", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpmpp_2m", "r
           "ipndm_v", "gradient_estimation", "uni_pc", "uni_pc_bh2", "dpm_adaptive")
 NATIVE_SCHEDULES = ("simple", "beta")
 SHIFTS = (None, 3.0)
+PACK_SCHEDULES = (("simple", None), ("simple", 3.0), ("beta", 3.0))
 BUDGETS = (3, 4, 6, 8, 12, 16, 24)
 ADAPTIVE = {"dpm_adaptive": "native", "dopri5": "pack"}
 TOLERANCES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -47,6 +48,7 @@ REFERENCE_STEPS = (60, 30)  # the reference, and a coarser run that shows how co
 CFG = 4.0
 PAIRS_PER_SPLIT = 16
 DEFAULT_RESULTS = Path("benchmark_results")
+SEARCHED_AS: dict[str, str] = {}  # solver -> the solver whose searched grid it uses
 
 
 @dataclass(frozen=True)
@@ -120,11 +122,22 @@ class Bench:
     def sigmas(self, config: Config, steps: int) -> torch.Tensor:
         model = self.model(config.shift)
         if config.schedule == "optimal":
-            from ..samplers.optimal import shipped_sigmas
-
-            return shipped_sigmas(self.bundled.path, config.sampler, steps)
+            return self.optimal_record(config.sampler).grid(steps)[0]
         name = config.sampler if config.family == "native" else "euler"
         return self.comfy_samplers.KSampler(model, steps, "cpu", name, config.schedule).sigmas.cpu()
+
+    def optimal_record(self, method: str):
+        """The shipped grid search for the bundled model and `method` at cfg 4 (what
+        FlowMatchSampler's 'optimal' uses); multistep methods use their starting step's."""
+        from ..nodes.optimal_schedule import model_fingerprint
+        from ..samplers.optimal import shipped_record
+
+        searched = SEARCHED_AS.get(method, method)
+        record = shipped_record(model_fingerprint(self.bundled.model), searched, CFG)
+        if record is None:
+            raise SystemExit(f"no shipped optimal grid for {searched!r}: run python -m "
+                             f"comfyui_flowmatch.models.optimal_schedule --solvers {searched} --ship")
+        return record
 
     def sampler(self, config: Config, tolerance: float | None = None):
         if config.family == "native":
@@ -243,12 +256,16 @@ class Bench:
 
 
 def configs(families: list[str], samplers: list[str] | None, pack_methods: list[str], optimal: bool) -> list[Config]:
+    """Native: every sampler x schedule x shift. Pack: every solver on `PACK_SCHEDULES` and its
+    searched grid; pack euler on ComfyUI's sigmas is bit-identical to native euler, so only
+    its searched grid is run."""
     out = []
     if "native" in families:
         out += [Config("native", s, sched, shift) for shift in SHIFTS[::-1] for s in NATIVE for sched in NATIVE_SCHEDULES]
     if "pack" in families:
         for method in pack_methods:
-            out += [Config("pack", method, sched, shift) for shift in SHIFTS[::-1] for sched in NATIVE_SCHEDULES]
+            if method != "euler":
+                out += [Config("pack", method, sched, shift) for sched, shift in PACK_SCHEDULES]
             if optimal and method not in ADAPTIVE:
                 out.append(Config("pack", method, "optimal", None))
     return [c for c in out if samplers is None or c.sampler in samplers]

@@ -333,4 +333,5 @@ def ship(record: SearchRecord, path: Path = SHIPPED) -> None:
                for r in records]
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False) as handle:
         json.dump({"records": compact}, handle, separators=(",", ":"))
+        os.chmod(handle.name, 0o644)
     os.replace(handle.name, path)
