@@ -48,7 +48,6 @@ REFERENCE_STEPS = (60, 30)  # the reference, and a coarser run that shows how co
 CFG = 4.0
 PAIRS_PER_SPLIT = 16
 DEFAULT_RESULTS = Path("benchmark_results")
-SEARCHED_AS: dict[str, str] = {}  # solver -> the solver whose searched grid it uses
 
 
 @dataclass(frozen=True)
@@ -130,9 +129,9 @@ class Bench:
         """The shipped grid search for the bundled model and `method` at cfg 4 (what
         FlowMatchSampler's 'optimal' uses); multistep methods use their starting step's."""
         from ..nodes.optimal_schedule import model_fingerprint
-        from ..samplers.optimal import shipped_record
+        from ..samplers.optimal import searched_method, shipped_record
 
-        searched = SEARCHED_AS.get(method, method)
+        searched = searched_method(method)
         record = shipped_record(model_fingerprint(self.bundled.model), searched, CFG)
         if record is None:
             raise SystemExit(f"no shipped optimal grid for {searched!r}: run python -m "
@@ -266,7 +265,7 @@ def configs(families: list[str], samplers: list[str] | None, pack_methods: list[
         for method in pack_methods:
             if method != "euler":
                 out += [Config("pack", method, sched, shift) for sched, shift in PACK_SCHEDULES]
-            if optimal and method not in ADAPTIVE:
+            if optimal and method not in ADAPTIVE:  # an adaptive solver picks its own steps
                 out.append(Config("pack", method, "optimal", None))
     return [c for c in out if samplers is None or c.sampler in samplers]
 
@@ -289,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import_comfyui(args.comfyui)
-    from ..samplers.solvers import METHODS
+    from ..samplers.methods import METHODS
 
     started = time.perf_counter()
     bench = Bench(args.results, args.checkpoint)

@@ -91,7 +91,7 @@ def generate_images(
     velocity = guided_velocity(bundle, prompts, cfg, negative)
     x = initial_noise(len(prompts), dit.config.channels, side, side, seed).to(device)
     ts = torch.linspace(0.0, 1.0, steps + 1, device=device)
-    x = integrate(velocity, x, ts, method=method)
+    x = integrate(velocity, x, ts, method=method).state
     return ((x + 1) / 2).clamp(0, 1)
 
 

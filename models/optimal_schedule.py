@@ -50,25 +50,31 @@ def search_checkpoint(checkpoint: str | Path, solvers: list[str], cfg: float, co
     description = {"cfg": cfg, "latent": list(noise.shape), "prompts": f"{count} seen-split captions, seed "
                    f"{CALIBRATION_PROMPT_SEED}", "noise_seed": seed}
     model = fingerprint(bundle)
-    results = []
+    results, shared = [], None
     for solver in solvers:
         settings = optimal.SearchSettings(solver, description, candidates, substeps)
+        found = cache.load(model, settings)
+        if found is not None:
+            results.append((found, True))
+            continue
 
         def progress(done: int, total: int, solver=solver) -> None:
-            logger.info("%s: cost matrix row %d/%d", solver, done, total)
+            logger.info("%s: costs from candidate %d/%d", solver, done, total)
 
-        results.append(optimal.cached_search(cache, denoiser, noise, settings, model, progress=progress))
+        shared = shared or optimal.reference(denoiser, noise, candidates, substeps)
+        record = optimal.search(denoiser, noise, settings, model, progress=progress, shared=shared)
+        cache.save(record)
+        results.append((record, False))
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..samplers.solvers import ADAPTIVE, METHODS
-
-    fixed = [name for name in METHODS if name not in ADAPTIVE]
+    searchable = [name for name in optimal.SEARCHABLE if name not in optimal.SEARCHED_AS]
     parser = argparse.ArgumentParser(prog="python -m comfyui_flowmatch.models.optimal_schedule", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    parser.add_argument("--solvers", nargs="+", default=["euler"], choices=fixed)
+    parser.add_argument("--solvers", nargs="+", default=["euler"], choices=searchable,
+                        help="solvers to search (flow_3m uses flow_2m's grid, flow_reuse flow_midpoint's)")
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8], help="step counts to print grids for")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--calibration", type=int, default=8, help="calibration prompt/noise pairs")

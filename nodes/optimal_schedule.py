@@ -22,7 +22,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..samplers import optimal
-from ..samplers.solvers import ADAPTIVE, METHODS
+from ..samplers.methods import METHODS
 from .comfy_model import ComfyVelocityNet
 
 CACHE_NAME = "flowmatch_schedules"
@@ -55,9 +55,17 @@ def conditioning_fingerprint(conditioning) -> str:
     return digest.hexdigest()[:16]
 
 
+def searched(node: str, method: str) -> str:
+    """The solver a grid for `method` is searched with (`samplers.optimal.SEARCHED_AS`)."""
+    try:
+        return optimal.searched_method(method)
+    except ValueError as error:
+        raise ValueError(f"{node}: {error}") from None
+
+
 def known_record(fingerprint: str, method: str, cfg: float | None = None) -> optimal.SearchRecord | None:
-    """A grid searched before for this model and solver: shipped with the pack, else the
-    latest in the cache (with this cfg when given)."""
+    """A grid searched before for this model and (searched) solver: shipped with the pack, else
+    the latest in the cache (with this cfg when given)."""
     return optimal.shipped_record(fingerprint, method, cfg) or cache().latest(fingerprint, method, cfg)
 
 
@@ -66,9 +74,8 @@ def run_search(node: str, model, positive, negative, cfg: float, method: str, se
     """Search (or load from the cache) the grid of `method` for this model, prompt, cfg and latent."""
     fingerprint = model_fingerprint(model)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    if method in ADAPTIVE:
-        raise ValueError(f"{node}: {method} picks its own steps; an optimal grid needs a fixed-step solver")
-    settings = optimal.SearchSettings(method, {**description, "cfg": cfg, "latent": list(samples.shape)}, candidates)
+    settings = optimal.SearchSettings(searched(node, method), {**description, "cfg": cfg, "latent": list(samples.shape)},
+                                      candidates)
     found = cache().load(fingerprint, settings)
     if found is not None:
         return found, True
@@ -96,7 +103,7 @@ def run_search(node: str, model, positive, negative, cfg: float, method: str, se
 def sampler_grid(node: str, model, positive, negative, cfg: float, method: str, latent: dict):
     """`optimal` for FlowMatchSampler: the known grid for this model, solver and cfg, else a
     search on this prompt (seed 0) that later runs reuse whatever their prompt."""
-    record = known_record(model_fingerprint(model), method, cfg)
+    record = known_record(model_fingerprint(model), searched(node, method), cfg)
     if record is not None:
         return record, True
     return run_search(node, model, positive, negative, cfg, method, 0, latent, {"source": node, "seed": 0})
@@ -105,7 +112,7 @@ def sampler_grid(node: str, model, positive, negative, cfg: float, method: str, 
 def scheduler_grid(node: str, model, method: str) -> optimal.SearchRecord:
     """`optimal` for FlowMatchScheduler, which has no prompt to search with: a grid searched
     before for this model and solver, or a clear error saying how to get one."""
-    record = known_record(model_fingerprint(model), method)
+    record = known_record(model_fingerprint(model), searched(node, method))
     if record is None:
         raise ValueError(
             f"{node}: no optimal schedule has been searched for this model and solver {method!r} yet. Run Flow Match "
@@ -127,7 +134,7 @@ def describe(record: optimal.SearchRecord, steps: int, from_cache: bool) -> str:
     settings = record.settings
     origin = "from the cache/shipped grids (searched earlier)" if from_cache else "searched now"
     return (
-        f"optimal {steps}-step grid for {settings['method']}, {origin}: dynamic programming over "
+        f"optimal {steps}-step grid searched for {settings['method']}, {origin}: dynamic programming over "
         f"{record.intervals + 1} candidate sigmas against an rk4 reference ({settings['substeps']} sub-steps per "
         f"candidate interval) on {settings['description']}; search cost {record.nfe} model evaluations, "
         f"{record.seconds:.0f} s; summed step error {total:.4g}.\nsigmas: "
@@ -178,8 +185,6 @@ class FlowMatchOptimalSchedule(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, solver, steps, seed, latent_image,
                 candidates=optimal.DEFAULT_CANDIDATES) -> io.NodeOutput:
         node = "FlowMatchOptimalSchedule"
-        if solver in ADAPTIVE:
-            raise ValueError(f"{node}: {solver} picks its own steps; choose a fixed-step solver for an optimal grid")
         if steps > candidates:
             raise ValueError(f"{node}: steps ({steps}) must be at most candidates ({candidates})")
         description = {"positive": conditioning_fingerprint(positive), "negative": conditioning_fingerprint(negative),

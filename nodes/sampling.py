@@ -31,11 +31,17 @@ def ode_sampler(solver: str, node: str, report: dict | None = None) -> comfy.sam
     return comfy.samplers.KSAMPLER(guard_sampler(sample_flow, node, report), extra_options={"method": solver})
 
 
+def counts_text(solver: str, counts: dict) -> str:
+    """The sampler nodes' UI line: model evaluations and the solver's accepted / rejected steps."""
+    return (f"{solver}: {counts['nfe']} model evaluations (NFE), {counts.get('accepted', 0)} steps accepted, "
+            f"{counts.get('rejected', 0)} rejected")
+
+
 def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise, notes=None):
     """KSampler's recipe with our solver: ComfyUI's noise, CFG guider, masks and previews.
     `notes`, when given, receives a line on the searched grid for schedule 'optimal'.
 
-    Returns (latent dict, NFE)."""
+    Returns (latent dict, counts: nfe, steps, accepted, rejected)."""
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     latent_format = model.get_model_object("latent_format")
     size = image_size(samples.shape, getattr(latent_format, "spatial_downscale", DEFAULT_SPATIAL_DOWNSCALE))
@@ -50,7 +56,7 @@ def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, nega
     out = latent.copy()
     if len(sigmas) < 2:
         out["samples"] = samples
-        return out, 0
+        return out, {"nfe": 0, "steps": 0, "accepted": 0, "rejected": 0}
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     report = {}
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
@@ -59,7 +65,7 @@ def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, nega
         noise_mask=latent.get("noise_mask"), callback=callback,
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
     )
-    return out, report["nfe"]
+    return out, report
 
 
 SOLVER_TOOLTIP = (
@@ -115,9 +121,9 @@ class FlowMatchSampler(io.ComfyNode):
     def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
                 denoise) -> io.NodeOutput:
         notes = []
-        latent, nfe = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                                  denoise, notes)
-        return io.NodeOutput(latent, ui=ui.PreviewText("\n".join([f"{solver}: {nfe} model evaluations (NFE)", *notes])))
+        latent, counts = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
+                                     denoise, notes)
+        return io.NodeOutput(latent, ui=ui.PreviewText("\n".join([counts_text(solver, counts), *notes])))
 
 
 class FlowMatchODESampler(io.ComfyNode):

@@ -50,7 +50,8 @@ class GuardedDenoiser:
 def guard_sampler(sampler_function, node: str, report: dict | None = None):
     """A k-diffusion-shaped sampler that runs `sampler_function` behind a GuardedDenoiser.
 
-    `report`, when given, receives `nfe` and `steps` after the run; the NFE is logged too.
+    `report`, when given, receives `nfe` and `steps` after the run (and `accepted`, `rejected`
+    from the solver's result); the counts are logged too.
     """
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
@@ -62,10 +63,12 @@ def guard_sampler(sampler_function, node: str, report: dict | None = None):
             if callback is not None:
                 callback(info)
 
-        result = sampler_function(guarded, x, sigmas, extra_args=extra_args, callback=on_step, disable=disable, **options)
-        logging.info("%s: %d steps, %d model evaluations (NFE)", node, guarded.total_steps, guarded.nfe)
+        counts = {}
+        result = sampler_function(guarded, x, sigmas, extra_args=extra_args, callback=on_step, disable=disable,
+                                  on_solution=lambda s: counts.update(accepted=s.accepted, rejected=s.rejected), **options)
+        logging.info("%s: %d steps, %d model evaluations (NFE), %s", node, guarded.total_steps, guarded.nfe, counts)
         if report is not None:
-            report.update(nfe=guarded.nfe, steps=guarded.total_steps)
+            report.update(nfe=guarded.nfe, steps=guarded.total_steps, **counts)
         return result
 
     return sample

@@ -20,13 +20,17 @@ The search, for one solver on a batch of starting noises x (prompts and CFG live
    min_i best_{N-1}(i) + c[i, j], solved exactly by `best_grid`. One cost matrix serves
    every step count, and it is what the cache stores.
 
-Single-step methods are handled exactly (every step starts from the reference, as the
-paper's cost does). A multistep method's step also depends on its history; its costs here
-are those of its first (starting) step, i.e. the grid is searched for the method without
-history, and the sampler then runs the full method on it.
+Single-step methods (textbook tableaus, flow_midpoint) are handled exactly as above. The
+two-point multistep method (flow_2m, `PAIR_METHODS`) is handled exactly too, with the
+history teacher-forced like the state: its step i -> j also uses D at the previous grid
+point h, so its cost is c[h, i, j] (D at r_h and r_i, both memoised: no model call) and the
+dynamic programme runs over pairs (h, i) of last grid points; its first step (no history)
+costs c[0, j] of the one-point step. Methods whose history reaches further use the grid
+searched for a related method (`SEARCHED_AS`): flow_3m uses flow_2m's, and flow_reuse
+(whose start point is the previous step's midpoint stage) uses flow_midpoint's.
 
 The cache (`ScheduleCache`) keeps one JSON record per (model weights fingerprint, search
-settings), with the cost matrix and the candidates, so a search runs once and any step
+settings) with the best grid for every step count 1..M, so a search runs once and any step
 count is instant afterwards. Records are written atomically.
 """
 
@@ -47,6 +51,7 @@ from torch import Tensor
 
 from .comfy_bridge import sample_flow
 from .conventions import per_sample, t_from_sigma
+from .methods import METHODS
 
 Denoiser = Callable[..., Tensor]
 """denoiser(x [B, ...], sigma [B], **extra_args) -> data estimate, ComfyUI's sampler-side model."""
@@ -54,6 +59,23 @@ Denoiser = Callable[..., Tensor]
 DEFAULT_CANDIDATES = 48
 DEFAULT_SUBSTEPS = 2
 REFERENCE_METHOD = "rk4"
+PAIR_METHODS = ("flow_2m",)
+"""Multistep methods whose step uses one earlier grid point: searched over pairs of grid points."""
+SEARCHED_AS = {"flow_3m": "flow_2m", "flow_reuse": "flow_midpoint"}
+"""Method -> the method whose searched grid it uses (its history reaches past one grid point)."""
+SEARCHABLE = tuple(name for name, m in METHODS.items() if m.calls_per_step is not None)
+"""Fixed-step methods (an adaptive one picks its own steps)."""
+
+
+def searched_method(method: str) -> str:
+    """The method a grid for `method` is searched with (see `SEARCHED_AS`).
+
+    Raises:
+        ValueError: `method` is adaptive or unknown.
+    """
+    if method not in SEARCHABLE:
+        raise ValueError(f"an optimal grid needs a fixed-step solver, one of {list(SEARCHABLE)}; got {method!r}")
+    return SEARCHED_AS.get(method, method)
 
 
 def candidate_sigmas(count: int = DEFAULT_CANDIDATES) -> Tensor:
@@ -139,6 +161,71 @@ def step_costs(memo: ReferenceMemo, states: list[Tensor], sigmas: Tensor, method
     return costs
 
 
+def pair_step_costs(memo: ReferenceMemo, states: list[Tensor], sigmas: Tensor, method: str, extra_args: dict,
+                    progress: Callable[[int, int], None] | None = None) -> Tensor:
+    """c [M + 1]^3 (float64) for a two-point multistep `method`: c[h, i, j] (h < i < j) = RMS of its
+    step r_i -> sigma_j with history D(r_h) against r_j, +inf elsewhere.
+
+    The step is taken by the engine over [sigma_h, sigma_i, sigma_j] from r_h with the
+    reference D at candidate sigmas; the engine's own state at sigma_i, x~_i, differs from r_i,
+    and a data-prediction step is linear in the state with factor sigma_j / sigma_i, so the
+    teacher-forced step is the run's result minus (sigma_j / sigma_i) * (x~_i - r_i).
+    """
+    m = len(states) - 1
+    teacher = TeacherDenoiser(memo)
+    costs = torch.full((m + 1, m + 1, m + 1), math.inf, dtype=torch.float64)
+    for h in range(m - 1):
+        for i in range(h + 1, m):
+            drift = _one_run(teacher, states[h], sigmas[[h, i]], method, extra_args) - states[i]
+            for j in range(i + 1, m + 1):
+                out = _one_run(teacher, states[h], sigmas[[h, i, j]], method, extra_args)
+                ratio = float(sigmas[j] / sigmas[i])
+                costs[h, i, j] = rms(out - ratio * drift, states[j])
+        if progress is not None:
+            progress(h + 1, m - 1)
+    return costs
+
+
+class TeacherDenoiser:
+    """The reference D at every candidate sigma, whatever the state (teacher forcing); a
+    call anywhere else is refused: the pair search is for methods that only use grid points."""
+
+    def __init__(self, memo: ReferenceMemo):
+        self.memo = memo
+
+    def __call__(self, x: Tensor, sigma: Tensor, **extra_args: Any) -> Tensor:
+        index = self.memo._index(sigma)
+        if index is None or index not in self.memo.saved:
+            raise RuntimeError(f"teacher-forced search: no reference D at sigma {float(sigma.flatten()[0]):.6g}")
+        return self.memo.saved[index][1].clone()
+
+
+def best_pair_grid(first: Tensor, costs: Tensor, steps: int) -> tuple[list[int], float]:
+    """Like `best_grid` for a two-point multistep method: the first step costs first[j] (from
+    candidate 0), every later step i -> j after h costs costs[h, i, j]. Exact dynamic
+    programming over the last two grid points, O(steps * M^3)."""
+    m = first.shape[0] - 1
+    if costs.shape != (m + 1,) * 3:
+        raise ValueError(f"costs must be [M + 1]^3 = {(m + 1,) * 3}, got {tuple(costs.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= m:
+        raise ValueError(f"steps must be an int in 1..{m} (the number of candidate intervals), got {steps!r}")
+    index = torch.arange(m + 1)
+    forward = (index[:, None, None] < index[None, :, None]) & (index[None, :, None] < index[None, None, :])
+    costs = torch.where(forward, costs.double(), math.inf)  # only h < i < j is a step
+    best = torch.full((m + 1, m + 1), math.inf, dtype=torch.float64)  # [previous, last]
+    best[0, 1:] = first.double()[1:]
+    came_from = []
+    for _ in range(steps - 1):
+        totals = best[:, :, None] + costs  # [h, i, j]
+        best, argmin = totals.min(dim=0)  # -> [i, j]
+        came_from.append(argmin)
+    last = int(best[:, m].argmin())
+    path = [m, last]
+    for argmin in reversed(came_from):  # argmin[i, j]: the point before the last two (i, j)
+        path.append(int(argmin[path[-1], path[-2]]))
+    return path[::-1], float(best[:, m].min())
+
+
 def best_grid(costs: Tensor, steps: int) -> tuple[list[int], float]:
     """The candidate indices 0 = k_0 < k_1 < ... < k_steps = M minimising sum c[k_n, k_n+1], and that sum.
 
@@ -152,7 +239,7 @@ def best_grid(costs: Tensor, steps: int) -> tuple[list[int], float]:
     m = costs.shape[0] - 1
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= m:
         raise ValueError(f"steps must be an int in 1..{m} (the number of candidate intervals), got {steps!r}")
-    costs = costs.double()
+    costs = torch.where(torch.ones_like(costs, dtype=torch.bool).triu(1), costs.double(), math.inf)  # only i < j
     best = torch.full((m + 1,), math.inf, dtype=torch.float64)
     best[0] = 0.0
     came_from = []
@@ -184,22 +271,22 @@ class SearchSettings:
 
 @dataclass
 class SearchRecord:
-    """A finished search: candidates, cost matrix (None = +inf), and what it cost."""
+    """A finished search: the candidates, the best grid and its summed step cost for every
+    step count 1..M (keys are str(steps), as JSON has them), and what the search cost."""
 
     model: str
     settings: dict
     sigmas: list[float]
-    costs: list[list[float | None]]
+    grids: dict[str, list[float]]
+    totals: dict[str, float]
     nfe: int
     seconds: float
 
-    def cost_matrix(self) -> Tensor:
-        return torch.tensor([[math.inf if c is None else c for c in row] for row in self.costs], dtype=torch.float64)
-
     def grid(self, steps: int) -> tuple[Tensor, float]:
         """(sigmas [steps + 1] from 1 to 0, float32; the grid's summed step cost)."""
-        path, total = best_grid(self.cost_matrix(), steps)
-        return torch.tensor([self.sigmas[k] for k in path], dtype=torch.float32), total
+        if str(steps) not in self.grids:
+            raise ValueError(f"steps must be in 1..{self.intervals} for this search, got {steps!r}")
+        return torch.tensor(self.grids[str(steps)], dtype=torch.float32), self.totals[str(steps)]
 
     @property
     def intervals(self) -> int:
@@ -210,29 +297,68 @@ class SearchRecord:
                 and (cfg is None or self.settings["description"].get("cfg") == cfg))
 
 
+@dataclass
+class Reference:
+    """The reference solve of a search, shareable between solvers searched on the same batch."""
+
+    memo: ReferenceMemo
+    states: list[Tensor]
+    sigmas: Tensor
+    calls: int
+    seconds: float
+    candidates: int
+    substeps: int
+
+
+def reference(denoiser: Denoiser, x: Tensor, candidates: int = DEFAULT_CANDIDATES, substeps: int = DEFAULT_SUBSTEPS,
+              extra_args: dict | None = None) -> Reference:
+    """Step 2 of the module docstring: reference states at `candidate_sigmas(candidates)` from noise `x`."""
+    sigmas = candidate_sigmas(candidates)
+    memo = ReferenceMemo(denoiser, sigmas)
+    start = time.perf_counter()
+    with torch.no_grad():
+        states = reference_states(memo, x, sigmas, substeps, {} if extra_args is None else extra_args)
+    return Reference(memo, states, sigmas, memo.calls, time.perf_counter() - start, candidates, substeps)
+
+
 def search(denoiser: Denoiser, x: Tensor, settings: SearchSettings, model: str = "", extra_args: dict | None = None,
-           progress: Callable[[int, int], None] | None = None) -> SearchRecord:
-    """Run a search (steps 2 and 3 of the module docstring) from noise `x` at sigma = 1.
+           progress: Callable[[int, int], None] | None = None, shared: Reference | None = None) -> SearchRecord:
+    """Run a search (steps 2 to 4 of the module docstring) from noise `x` at sigma = 1.
 
     Args:
         denoiser: D(x, sigma [B], **extra_args) with prompts and guidance inside.
         x: starting noise [B, ...], sigma = 1 (the calibration batch).
         settings: the solver and search resolution.
         model: the model's weights fingerprint (`weights_fingerprint`), recorded.
-        progress: progress(done, total) after each start candidate of the cost matrix.
+        progress: progress(done, total) while the costs are computed.
+        shared: a `reference` of the same denoiser, noise and resolution, reused (its cost is
+            still counted in the record, as the search needed it).
     """
     extra_args = {} if extra_args is None else extra_args
-    sigmas = candidate_sigmas(settings.candidates)
-    memo = ReferenceMemo(denoiser, sigmas)
-    start = time.perf_counter()
+    if settings.method not in SEARCHABLE or settings.method in SEARCHED_AS:
+        raise ValueError(f"search: method must be one of {sorted(set(SEARCHABLE) - set(SEARCHED_AS))} "
+                         f"(see SEARCHED_AS), got {settings.method!r}")
+    ref = shared or reference(denoiser, x, settings.candidates, settings.substeps, extra_args)
+    if (ref.candidates, ref.substeps) != (settings.candidates, settings.substeps):
+        raise ValueError(f"search: the shared reference has {ref.candidates} candidates x {ref.substeps} substeps, "
+                         f"the settings {settings.candidates} x {settings.substeps}")
+    memo, states, sigmas = ref.memo, ref.states, ref.sigmas
+    calls_before, start = memo.calls, time.perf_counter()
     with torch.no_grad():
-        states = reference_states(memo, x, sigmas, settings.substeps, extra_args)
-        costs = step_costs(memo, states, sigmas, settings.method, extra_args, progress)
-    return SearchRecord(
-        model=model, settings=asdict(settings), sigmas=sigmas.tolist(),
-        costs=[[None if math.isinf(c) else c for c in row] for row in costs.tolist()],
-        nfe=memo.calls, seconds=time.perf_counter() - start,
-    )
+        if settings.method in PAIR_METHODS:
+            first = torch.tensor([math.inf] + [rms(_one_run(memo, states[0], sigmas[[0, j]], settings.method, extra_args),
+                                                   states[j]) for j in range(1, len(sigmas))], dtype=torch.float64)
+            costs = pair_step_costs(memo, states, sigmas, settings.method, extra_args, progress)
+            solve = lambda steps: best_pair_grid(first, costs, steps)  # noqa: E731
+        else:
+            costs = step_costs(memo, states, sigmas, settings.method, extra_args, progress)
+            solve = lambda steps: best_grid(costs, steps)  # noqa: E731
+    grids, totals = {}, {}
+    for steps in range(1, len(sigmas)):
+        path, total = solve(steps)
+        grids[str(steps)], totals[str(steps)] = [float(sigmas[k]) for k in path], total
+    return SearchRecord(model=model, settings=asdict(settings), sigmas=sigmas.tolist(), grids=grids, totals=totals,
+                        nfe=ref.calls + memo.calls - calls_before, seconds=ref.seconds + time.perf_counter() - start)
 
 
 def weights_fingerprint(state_dict: dict[str, Tensor], extra: Any = None) -> str:
@@ -329,8 +455,7 @@ def ship(record: SearchRecord, path: Path = SHIPPED) -> None:
     cfg = record.settings["description"].get("cfg")
     records = [r for r in shipped_records(path) if not r.matches(record.model, record.settings["method"], cfg)]
     records.append(record)
-    compact = [{**asdict(r), "costs": [[None if c is None else float(f"{c:.5g}") for c in row] for row in r.costs]}
-               for r in records]
+    compact = [asdict(r) for r in records]
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False) as handle:
         json.dump({"records": compact}, handle, separators=(",", ":"))
         os.chmod(handle.name, 0o644)

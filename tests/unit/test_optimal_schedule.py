@@ -10,11 +10,14 @@ import torch
 
 from comfyui_flowmatch.samplers import comfy_bridge
 from comfyui_flowmatch.samplers.bench import gaussian_flow
+from comfyui_flowmatch.samplers.exponential import step_weights
 from comfyui_flowmatch.samplers.optimal import (
     ReferenceMemo,
     ScheduleCache,
     SearchSettings,
     best_grid,
+    best_pair_grid,
+    searched_method,
     cached_search,
     candidate_sigmas,
     denoiser_from_velocity,
@@ -43,6 +46,29 @@ def test_dynamic_programming_equals_exhaustive_search(steps):
     costs = costs.triu(1) + torch.tril(torch.full((9, 9), math.inf, dtype=torch.float64))
     path, total = best_grid(costs, steps)
     expected_path, expected_total = brute_force(lambda i, j: float(costs[i, j]), 8, steps)
+    assert tuple(path) == expected_path
+    assert total == pytest.approx(expected_total, rel=1e-12)
+
+
+def brute_force_pairs(first, cost3, m: int, steps: int) -> tuple[tuple[int, ...], float]:
+    """Every grid, summed with first(j) for its first step and cost3(h, i, j) after that."""
+    best = None
+    for inner in itertools.combinations(range(1, m), steps - 1):
+        path = (0, *inner, m)
+        total = first(path[1]) + sum(cost3(*path[k:k + 3]) for k in range(len(path) - 2))
+        if best is None or total < best[1]:
+            best = (path, total)
+    return best
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 6])
+def test_pair_dynamic_programming_equals_exhaustive_search(steps):
+    generator = torch.Generator().manual_seed(10 + steps)
+    first = torch.rand(8, generator=generator, dtype=torch.float64)
+    cost3 = torch.rand(8, 8, 8, generator=generator, dtype=torch.float64)
+    path, total = best_pair_grid(first, cost3, steps)
+    expected_path, expected_total = brute_force_pairs(lambda j: float(first[j]), lambda h, i, j: float(cost3[h, i, j]),
+                                                      7, steps)
     assert tuple(path) == expected_path
     assert total == pytest.approx(expected_total, rel=1e-12)
 
@@ -97,6 +123,47 @@ def test_midpoint_search_on_the_gaussian_flow_matches_enumeration_from_exact_sta
         expected_path, expected_total = brute_force(cost, 8, steps)
         assert torch.allclose(grid.double(), sigmas[list(expected_path)].float().double())
         assert total == pytest.approx(expected_total, rel=1e-3, abs=1e-6)
+
+
+def test_flow_2m_search_matches_enumeration_of_closed_form_teacher_forced_steps():
+    """flow_2m's step i -> j after h, from the exact state with exact D at h and i, is the
+    closed-form exponential step through those two points (samplers.exponential)."""
+    flow = gaussian_flow(channels=3, dims=4)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
+    denoiser = denoiser_from_velocity(flow.velocity)
+    record = search(denoiser, x, SearchSettings("flow_2m", candidates=7, substeps=8))
+    assert record.nfe == 4 * 8 * 6 + 4 * 7 + 3  # the reference only: the pair costs need no model call
+    sigmas = [float(s) for s in record.sigmas]
+
+    def exact(k):
+        return flow.at(x.double(), 1 - sigmas[k])
+
+    def data(k):
+        return denoiser_from_velocity(flow.velocity)(exact(k), torch.full((2,), sigmas[k], dtype=torch.float64))
+
+    def error(state, k):
+        return float((state - exact(k)).pow(2).mean().sqrt())
+
+    def first(j):
+        ratio, (w,) = step_weights(sigmas[0], sigmas[j], [sigmas[0]])
+        return error(ratio * exact(0) + w * data(0), j)
+
+    def cost3(h, i, j):
+        ratio, (w_i, w_h) = step_weights(sigmas[i], sigmas[j], [sigmas[i], sigmas[h]])
+        return error(ratio * exact(i) + w_i * data(i) + w_h * data(h), j)
+
+    for steps in (2, 3, 4):
+        grid, total = record.grid(steps)
+        expected_path, expected_total = brute_force_pairs(first, cost3, 7, steps)
+        assert grid.tolist() == pytest.approx([sigmas[k] for k in expected_path], abs=1e-7)
+        assert total == pytest.approx(expected_total, rel=2e-3, abs=1e-6)
+
+
+def test_methods_with_longer_history_use_a_related_search():
+    assert searched_method("flow_3m") == "flow_2m" and searched_method("flow_reuse") == "flow_midpoint"
+    assert searched_method("heun") == "heun"
+    with pytest.raises(ValueError, match="fixed-step"):
+        searched_method("dopri5")
 
 
 class CountingDenoiser:
