@@ -12,12 +12,14 @@ lambda = log((1 - s) / s), e^lambda = 1 / s - 1, so d(1 / s) = d(e^lambda): the 
 A method chooses points (s_j, D_j) and replaces D by the polynomial through them; the
 integral of that polynomial is closed form, so a step is `ratio * x + sum_j w_j * D_j`.
 
-The polynomial is in sigma, not lambda: lambda is infinite at both ends (sigma = 1 and 0),
-so a polynomial in lambda cannot use the data estimate at sigma = 1 and needs a special
-last step, while in sigma both ends are ordinary points. At s_to = 0 the weights reduce to
-evaluating the polynomial at sigma = 0 (x(0) = D(x(0), 0)), so no method ever calls the
-model at sigma = 0. With one point the step is Euler's, exactly (in exact arithmetic):
-x + (s_to - s_from) * (x - D) / s_from.
+The polynomial is in u = -log(sigma), the variable ComfyUI's res_multistep and dpmpp_2m use
+for flows: near the data end it equals lambda (lambda = u + log(1 - sigma)), so D's fine
+detail, which resolves on a log scale of sigma, is smooth in it; unlike lambda it is finite
+(0) at sigma = 1, so the data estimate at pure noise is an ordinary point of the fit. At
+sigma = 0 (u = +inf) the step returns the nearest data estimate (x(0) = D(x(0), 0)), so no
+method ever calls the model at sigma = 0. With one point the step is Euler's, exactly (in
+exact arithmetic): x + (s_to - s_from) * (x - D) / s_from. (A fit in sigma, which would
+extrapolate D to sigma = 0, measured worse on the bundled model at 4 to 16 NFE.)
 """
 
 from __future__ import annotations
@@ -41,16 +43,12 @@ def moments(s_from: float, s_to: float, count: int) -> list[float]:
     return [m0, m1, h * h - 2 * m1][:count]
 
 
-def sigma_moments(s_from: float, count: int) -> list[float]:
-    """The weights of (sigma - s_from)^k for a step that ends at sigma = 0: x(0) = D(x(0), 0), so
-    the step evaluates the polynomial at sigma = 0 and m_k = (-s_from)^k."""
-    return [(-s_from) ** k for k in range(count)]
-
-
 def step_weights(s_from: float, s_to: float, nodes: list[float]) -> tuple[float, list[float]]:
     """(ratio, weights) with x(s_to) = ratio * x(s_from) + sum_j weights[j] * D(nodes[j]) when D
-    is the polynomial in u = -log(sigma) through the points at `nodes` (distinct sigmas, 1 to 3),
-    or, for a step ending at sigma = 0, the polynomial in sigma evaluated at 0.
+    is the polynomial in u = -log(sigma) through the points at `nodes` (distinct sigmas, 1 to 3).
+    A step ending at sigma = 0 returns x(0) = D(x(0), 0) ~ the data estimate of the point nearest
+    to it (ratio 0, weight 1 there): u = +inf at sigma = 0, where no polynomial but a constant
+    has a limit (DPM-Solver++ and ComfyUI's res_multistep end the same way).
 
     weights = V^-T m for the Vandermonde matrix V[j][k] = (u(nodes[j]) - u(s_from))^k and the
     `moments` m: the integrals of the Lagrange basis polynomials against the weight.
@@ -58,9 +56,9 @@ def step_weights(s_from: float, s_to: float, nodes: list[float]) -> tuple[float,
     if len(set(nodes)) != len(nodes):
         raise ValueError(f"step_weights: nodes must be distinct, got {nodes}")
     if s_to == 0:
-        m, u = sigma_moments(s_from, len(nodes)), [s - s_from for s in nodes]
-    else:
-        m, u = moments(s_from, s_to, len(nodes)), [math.log(s_from / s) for s in nodes]
+        nearest = min(range(len(nodes)), key=lambda j: nodes[j])
+        return 0.0, [float(j == nearest) for j in range(len(nodes))]
+    m, u = moments(s_from, s_to, len(nodes)), [math.log(s_from / s) for s in nodes]
     n = len(nodes)
     # Solve V^T w = m by Gaussian elimination (n <= 3, fp64, partial pivoting).
     rows = [[u[j] ** k for j in range(n)] + [m[k]] for k in range(n)]

@@ -13,8 +13,9 @@ Two families (the convention is in `samplers/__init__`):
   interval, each predicted from the points so far) and ends with the polynomial through the
   last `order` points. Multistep methods keep `history` points from earlier steps.
   The ends: at sigma = 1 nothing is special (D there is the model's estimate of the mean
-  image); an interval ending at sigma = 0 integrates the polynomial to 0, i.e. extrapolates
-  D to sigma = 0, so the model is never called at sigma = 0. An interval must not start at
+  image, and u = -log(sigma) = 0); an interval ending at sigma = 0 returns the data estimate
+  of its point nearest to 0 (the exact x(0) = D(x(0), 0) with D held constant), so the model
+  is never called at sigma = 0. An interval must not start at
   sigma = 0 (x / sigma is singular there): these methods generate, they do not invert from data.
 
 euler is both: one velocity step in t equals the one-point exponential step exactly (in

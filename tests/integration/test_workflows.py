@@ -35,7 +35,7 @@ def test_api_workflow_runs(comfy_server, path):
     for node_id, node in prompt.items():
         promised = re.search(r"(\d+) NFE", node["_meta"]["title"])
         if promised:
-            assert entry["outputs"][node_id]["text"] == [f"{node['inputs']['solver']}: {promised[1]} model evaluations (NFE)"]
+            assert entry["outputs"][node_id]["text"] == [f"{node['inputs']['solver']}: {promised[1]} model evaluations (NFE), {node['inputs']['steps']} steps accepted, 0 rejected"]
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
