@@ -254,13 +254,14 @@ class Bench:
         return None
 
 
-def configs(families: list[str], samplers: list[str] | None, pack_methods: list[str], optimal: bool) -> list[Config]:
+def configs(families: list[str], samplers: list[str] | None, pack_methods: list[str], optimal: bool,
+            shifts: tuple = SHIFTS) -> list[Config]:
     """Native: every sampler x schedule x shift. Pack: every solver on `PACK_SCHEDULES` and its
     searched grid; pack euler on ComfyUI's sigmas is bit-identical to native euler, so only
     its searched grid is run."""
     out = []
     if "native" in families:
-        out += [Config("native", s, sched, shift) for shift in SHIFTS[::-1] for s in NATIVE for sched in NATIVE_SCHEDULES]
+        out += [Config("native", s, sched, shift) for shift in shifts[::-1] for s in NATIVE for sched in NATIVE_SCHEDULES]
     if "pack" in families:
         for method in pack_methods:
             if method != "euler":
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samplers", nargs="+", default=None, help="only these samplers / solvers")
     parser.add_argument("--pack-methods", nargs="+", default=None, help="the pack's solvers (default: all)")
     parser.add_argument("--no-optimal", action="store_true", help="skip the searched 'optimal' grids")
+    parser.add_argument("--native-shifts", nargs="+", default=["none", "3"],
+                        help="ModelSamplingSD3 shifts for the native samplers ('none': the model as loaded)")
     parser.add_argument("--report", type=Path, default=None, help="write the Markdown tables here")
     parser.add_argument("--plot", type=Path, default=None, help="write the RMSE-vs-NFE PNG here")
     parser.add_argument("--comfyui", default=None, help="ComfyUI tree (default: $COMFYUI_PATH or the repo's .comfyui)")
@@ -293,8 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     bench = Bench(args.results, args.checkpoint)
     table = {}
-    for config in configs(args.families, args.samplers, args.pack_methods or list(METHODS), not args.no_optimal):
-        for budget in sorted(args.budgets):
+    shifts = tuple(None if s == "none" else float(s) for s in args.native_shifts)
+    chosen = configs(args.families, args.samplers, args.pack_methods or list(METHODS), not args.no_optimal, shifts)
+    for budget in sorted(args.budgets):  # a stopped run has whole columns for the smaller budgets
+        for config in chosen:
             table[(config, budget)] = bench.best_within(config, budget)
     write_report(bench, table, sorted(args.budgets), args.report, args.plot)
     logger.info("done in %.0f s", time.perf_counter() - started)

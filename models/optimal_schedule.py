@@ -40,7 +40,8 @@ def fingerprint(bundle) -> str:
 
 
 def search_checkpoint(checkpoint: str | Path, solvers: list[str], cfg: float, count: int, candidates: int,
-                      substeps: int, cache: optimal.ScheduleCache) -> list[tuple[optimal.SearchRecord, bool]]:
+                      substeps: int, cache: optimal.ScheduleCache, objective: str | None = None,
+                      max_steps: int = optimal.DEFAULT_MAX_STEPS) -> list[tuple[optimal.SearchRecord, bool]]:
     """(record, from_cache) per solver for the checkpoint at `checkpoint`."""
     bundle = load_checkpoint(str(checkpoint))
     prompts, seed = calibration(count)
@@ -52,7 +53,8 @@ def search_checkpoint(checkpoint: str | Path, solvers: list[str], cfg: float, co
     model = fingerprint(bundle)
     results, shared = [], None
     for solver in solvers:
-        settings = optimal.SearchSettings(solver, description, candidates, substeps)
+        settings = optimal.SearchSettings(solver, description, candidates, substeps,
+                                          objective or optimal.default_objective(solver), max_steps)
         found = cache.load(model, settings)
         if found is not None:
             results.append((found, True))
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration", type=int, default=8, help="calibration prompt/noise pairs")
     parser.add_argument("--candidates", type=int, default=optimal.DEFAULT_CANDIDATES)
     parser.add_argument("--substeps", type=int, default=optimal.DEFAULT_SUBSTEPS)
+    parser.add_argument("--objective", choices=optimal.OBJECTIVES, default=None,
+                        help="default: propagated for euler and flow_2m, local for the others")
+    parser.add_argument("--max-steps", type=int, default=optimal.DEFAULT_MAX_STEPS,
+                        help="largest step count a propagated search covers")
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: %(default)s = the user cache)")
     parser.add_argument("--ship", action="store_true", help="also write the records into samplers/optimal_schedules.json")
     args = parser.parse_args(argv)
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = optimal.ScheduleCache(args.cache or optimal.default_cache_folder())
     with torch.no_grad():
         results = search_checkpoint(args.checkpoint, args.solvers, args.cfg, args.calibration, args.candidates,
-                                    args.substeps, cache)
+                                    args.substeps, cache, args.objective, args.max_steps)
     lines = []
     for record, from_cache in results:
         origin = "cache" if from_cache else f"searched: {record.nfe} model evaluations, {record.seconds:.0f} s"

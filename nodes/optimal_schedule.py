@@ -123,9 +123,9 @@ def scheduler_grid(node: str, model, method: str) -> optimal.SearchRecord:
 
 
 def grid_sigmas(node: str, record: optimal.SearchRecord, steps: int) -> torch.Tensor:
-    if steps > record.intervals:
-        raise ValueError(f"{node}: the searched grid has {record.intervals} candidate intervals; steps must be at most "
-                         f"that for schedule 'optimal', got {steps}")
+    if str(steps) not in record.grids:
+        raise ValueError(f"{node}: the searched grids cover 1 to {record.max_steps} steps; use at most that many steps "
+                         f"with schedule 'optimal' (or search with more candidates), got {steps}")
     return record.grid(steps)[0]
 
 

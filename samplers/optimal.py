@@ -52,6 +52,7 @@ from torch import Tensor
 from .comfy_bridge import sample_flow
 from .conventions import per_sample, t_from_sigma
 from .methods import METHODS
+from .optimal_propagated import PROPAGATED_METHODS, propagated_grids
 
 Denoiser = Callable[..., Tensor]
 """denoiser(x [B, ...], sigma [B], **extra_args) -> data estimate, ComfyUI's sampler-side model."""
@@ -59,6 +60,8 @@ Denoiser = Callable[..., Tensor]
 DEFAULT_CANDIDATES = 48
 DEFAULT_SUBSTEPS = 2
 REFERENCE_METHOD = "rk4"
+DEFAULT_MAX_STEPS = 24
+OBJECTIVES = ("local", "propagated")
 PAIR_METHODS = ("flow_2m",)
 """Multistep methods whose step uses one earlier grid point: searched over pairs of grid points."""
 SEARCHED_AS = {"flow_3m": "flow_2m", "flow_reuse": "flow_midpoint"}
@@ -262,8 +265,14 @@ class SearchSettings:
     description: dict = field(default_factory=dict)
     candidates: int = DEFAULT_CANDIDATES
     substeps: int = DEFAULT_SUBSTEPS
+    objective: str = "local"  # "local": teacher-forced step costs; "propagated": see optimal_propagated
+    max_steps: int = DEFAULT_MAX_STEPS  # the largest step count a "propagated" search covers
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "propagated" and self.method not in PROPAGATED_METHODS:
+            raise ValueError(f"the propagated objective supports {sorted(PROPAGATED_METHODS)}, got {self.method!r}")
         if not isinstance(self.substeps, int) or self.substeps < 1:
             raise ValueError(f"substeps must be an int >= 1, got {self.substeps!r}")
         candidate_sigmas(self.candidates)  # validates
@@ -285,12 +294,16 @@ class SearchRecord:
     def grid(self, steps: int) -> tuple[Tensor, float]:
         """(sigmas [steps + 1] from 1 to 0, float32; the grid's summed step cost)."""
         if str(steps) not in self.grids:
-            raise ValueError(f"steps must be in 1..{self.intervals} for this search, got {steps!r}")
+            raise ValueError(f"steps must be in 1..{self.max_steps} for this search, got {steps!r}")
         return torch.tensor(self.grids[str(steps)], dtype=torch.float32), self.totals[str(steps)]
 
     @property
     def intervals(self) -> int:
         return len(self.sigmas) - 1
+
+    @property
+    def max_steps(self) -> int:
+        return max(int(steps) for steps in self.grids)
 
     def matches(self, model: str, method: str, cfg: float | None = None) -> bool:
         return (self.model == model and self.settings["method"] == method
@@ -344,8 +357,13 @@ def search(denoiser: Denoiser, x: Tensor, settings: SearchSettings, model: str =
                          f"the settings {settings.candidates} x {settings.substeps}")
     memo, states, sigmas = ref.memo, ref.states, ref.sigmas
     calls_before, start = memo.calls, time.perf_counter()
+    grids, totals = {}, {}
     with torch.no_grad():
-        if settings.method in PAIR_METHODS:
+        if settings.objective == "propagated":
+            grids, totals, _ = propagated_grids(memo, states, sigmas, settings.method, settings.max_steps, extra_args,
+                                                progress)
+            solve = None
+        elif settings.method in PAIR_METHODS:
             first = torch.tensor([math.inf] + [rms(_one_run(memo, states[0], sigmas[[0, j]], settings.method, extra_args),
                                                    states[j]) for j in range(1, len(sigmas))], dtype=torch.float64)
             costs = pair_step_costs(memo, states, sigmas, settings.method, extra_args, progress)
@@ -353,8 +371,7 @@ def search(denoiser: Denoiser, x: Tensor, settings: SearchSettings, model: str =
         else:
             costs = step_costs(memo, states, sigmas, settings.method, extra_args, progress)
             solve = lambda steps: best_grid(costs, steps)  # noqa: E731
-    grids, totals = {}, {}
-    for steps in range(1, len(sigmas)):
+    for steps in range(1, len(sigmas)) if solve is not None else ():
         path, total = solve(steps)
         grids[str(steps)], totals[str(steps)] = [float(sigmas[k]) for k in path], total
     return SearchRecord(model=model, settings=asdict(settings), sigmas=sigmas.tolist(), grids=grids, totals=totals,
@@ -425,6 +442,11 @@ def cached_search(cache: ScheduleCache, denoiser: Denoiser, x: Tensor, settings:
     record = search(denoiser, x, settings, model, **options)
     cache.save(record)
     return record, False
+
+
+def default_objective(method: str) -> str:
+    """"propagated" where it is supported (it scores the true end-point error), else "local"."""
+    return "propagated" if method in PROPAGATED_METHODS else "local"
 
 
 def default_cache_folder() -> Path:

@@ -159,6 +159,23 @@ def test_flow_2m_search_matches_enumeration_of_closed_form_teacher_forced_steps(
         assert total == pytest.approx(expected_total, rel=2e-3, abs=1e-6)
 
 
+@pytest.mark.parametrize("method", ["euler", "flow_2m"])
+def test_propagated_search_scores_the_true_end_error_of_its_grid(method):
+    """Its cost is the RMS at sigma = 0 of the sampler itself run on the grid it found."""
+    flow = gaussian_flow(channels=3, dims=4)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+    denoiser = denoiser_from_velocity(flow.velocity)
+    record = search(denoiser, x, SearchSettings(method, candidates=12, substeps=4, objective="propagated", max_steps=5))
+    end = flow.at(x.double(), 1.0)
+    for steps in (2, 3, 5):
+        grid, total = record.grid(steps)
+        run = comfy_bridge.sample_flow(denoiser, x, grid.double(), method=method)
+        error = float((run.double() - end).pow(2).mean().sqrt())
+        assert total == pytest.approx(error, rel=2e-3, abs=1e-5)
+    with pytest.raises(ValueError, match="steps must be in 1..5"):
+        record.grid(6)
+
+
 def test_methods_with_longer_history_use_a_related_search():
     assert searched_method("flow_3m") == "flow_2m" and searched_method("flow_reuse") == "flow_midpoint"
     assert searched_method("heun") == "heun"
