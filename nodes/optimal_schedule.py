@@ -74,8 +74,10 @@ def run_search(node: str, model, positive, negative, cfg: float, method: str, se
     """Search (or load from the cache) the grid of `method` for this model, prompt, cfg and latent."""
     fingerprint = model_fingerprint(model)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    settings = optimal.SearchSettings(searched(node, method), {**description, "cfg": cfg, "latent": list(samples.shape)},
-                                      candidates)
+    method = searched(node, method)
+    # A propagated search covers every step count up to `candidates` (about candidates^2 / 2 model calls).
+    settings = optimal.SearchSettings(method, {**description, "cfg": cfg, "latent": list(samples.shape)}, candidates,
+                                      objective=optimal.default_objective(method), max_steps=candidates)
     found = cache().load(fingerprint, settings)
     if found is not None:
         return found, True
@@ -133,11 +135,14 @@ def describe(record: optimal.SearchRecord, steps: int, from_cache: bool) -> str:
     sigmas, total = record.grid(steps)
     settings = record.settings
     origin = "from the cache/shipped grids (searched earlier)" if from_cache else "searched now"
+    propagated = settings.get("objective") == "propagated"
+    score = "end-point RMS error" if propagated else "summed step error"
     return (
         f"optimal {steps}-step grid searched for {settings['method']}, {origin}: dynamic programming over "
         f"{record.intervals + 1} candidate sigmas against an rk4 reference ({settings['substeps']} sub-steps per "
-        f"candidate interval) on {settings['description']}; search cost {record.nfe} model evaluations, "
-        f"{record.seconds:.0f} s; summed step error {total:.4g}.\nsigmas: "
+        f"candidate interval), {'solver states propagated' if propagated else 'steps from the reference'}, on "
+        f"{settings['description']}; search cost {record.nfe} model evaluations, {record.seconds:.0f} s; "
+        f"{score} {total:.4g}.\nsigmas: "
         + ", ".join(f"{s:.4f}" for s in sigmas.tolist())
     )
 
