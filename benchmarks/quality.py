@@ -40,7 +40,7 @@ NATIVE = ("euler", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpmpp_2m", "r
           "ipndm_v", "gradient_estimation", "uni_pc", "uni_pc_bh2", "dpm_adaptive")
 NATIVE_SCHEDULES = ("simple", "beta")
 SHIFTS = (None, 3.0)
-PACK_SCHEDULES = (("simple", None), ("simple", 3.0), ("beta", 3.0))
+PACK_SCHEDULES = (("simple", 3.0), ("beta", 3.0))
 BUDGETS = (3, 4, 6, 8, 12, 16, 24)
 ADAPTIVE = {"dpm_adaptive": "native", "dopri5": "pack"}
 TOLERANCES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -76,9 +76,10 @@ class Run:
     adherence_seen: float
     adherence_held_out: float
     seconds: float
+    grid: str = ""  # for 'optimal': the searched record's settings hash, so a new search is rerun
 
     def key(self) -> str:
-        return json.dumps([asdict(self.config), self.steps, self.tolerance])
+        return json.dumps([asdict(self.config), self.steps, self.tolerance, self.grid])
 
 
 class Bench:
@@ -127,7 +128,7 @@ class Bench:
 
     def optimal_record(self, method: str):
         """The shipped grid search for the bundled model and `method` at cfg 4 (what
-        FlowMatchSampler's 'optimal' uses); multistep methods use their starting step's."""
+        FlowMatchSampler's 'optimal' uses; `samplers.optimal.SEARCHED_AS` says which search)."""
         from ..nodes.optimal_schedule import model_fingerprint
         from ..samplers.optimal import searched_method, shipped_record
 
@@ -137,6 +138,14 @@ class Bench:
             raise SystemExit(f"no shipped optimal grid for {searched!r}: run python -m "
                              f"comfyui_flowmatch.models.optimal_schedule --solvers {searched} --ship")
         return record
+
+    def has_optimal(self, method: str) -> bool:
+        try:
+            self.optimal_record(method)
+        except SystemExit as missing:
+            logger.warning("%s", missing)
+            return False
+        return True
 
     def sampler(self, config: Config, tolerance: float | None = None):
         if config.family == "native":
@@ -191,14 +200,22 @@ class Bench:
             "adherence_held_out": held["all"],
         }
 
+    def grid_id(self, config: Config) -> str:
+        if config.schedule != "optimal":
+            return ""
+        from ..samplers.optimal import SearchSettings, settings_key
+
+        record = self.optimal_record(config.sampler)
+        return settings_key(record.model, SearchSettings(**record.settings))
+
     def run(self, config: Config, steps: int | None, tolerance: float | None = None) -> Run:
-        probe = Run(config, steps, tolerance, 0, 0, 0, 0, 0, 0)
+        probe = Run(config, steps, tolerance, 0, 0, 0, 0, 0, 0, self.grid_id(config))
         if probe.key() in self.runs:
             return self.runs[probe.key()]
         sigmas = self.sigmas(config, steps) if steps is not None else self.sigmas(config, 8)
         start = time.perf_counter()
         latent, nfe = self._sample(config, sigmas, tolerance=tolerance)
-        run = Run(config, steps, tolerance, nfe, seconds=time.perf_counter() - start, **self.score(latent))
+        run = Run(config, steps, tolerance, nfe, seconds=time.perf_counter() - start, grid=probe.grid, **self.score(latent))
         self.runs[run.key()] = run
         with self.log.open("a") as log:
             log.write(json.dumps(asdict(run)) + "\n")
@@ -254,7 +271,7 @@ class Bench:
         return None
 
 
-def configs(families: list[str], samplers: list[str] | None, pack_methods: list[str], optimal: bool,
+def configs(families: list[str], samplers: list[str] | None, pack_methods: list[str], optimal,
             shifts: tuple = SHIFTS) -> list[Config]:
     """Native: every sampler x schedule x shift. Pack: every solver on `PACK_SCHEDULES` and its
     searched grid; pack euler on ComfyUI's sigmas is bit-identical to native euler, so only
@@ -266,7 +283,7 @@ def configs(families: list[str], samplers: list[str] | None, pack_methods: list[
         for method in pack_methods:
             if method != "euler":
                 out += [Config("pack", method, sched, shift) for sched, shift in PACK_SCHEDULES]
-            if optimal and method not in ADAPTIVE:  # an adaptive solver picks its own steps
+            if method not in ADAPTIVE and optimal(method):  # an adaptive solver picks its own steps
                 out.append(Config("pack", method, "optimal", None))
     return [c for c in out if samplers is None or c.sampler in samplers]
 
@@ -297,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = Bench(args.results, args.checkpoint)
     table = {}
     shifts = tuple(None if s == "none" else float(s) for s in args.native_shifts)
-    chosen = configs(args.families, args.samplers, args.pack_methods or list(METHODS), not args.no_optimal, shifts)
+    chosen = configs(args.families, args.samplers, args.pack_methods or list(METHODS),
+                     lambda method: not args.no_optimal and bench.has_optimal(method), shifts)
     for budget in sorted(args.budgets):  # a stopped run has whole columns for the smaller budgets
         for config in chosen:
             table[(config, budget)] = bench.best_within(config, budget)

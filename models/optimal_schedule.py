@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--solvers", nargs="+", default=["euler"], choices=searchable,
-                        help="solvers to search (flow_3m uses flow_2m's grid, flow_reuse flow_midpoint's)")
+                        help="solvers to search (flow_3m and flow_reuse use flow_2m's grid)")
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8], help="step counts to print grids for")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--calibration", type=int, default=8, help="calibration prompt/noise pairs")

@@ -26,8 +26,9 @@ history teacher-forced like the state: its step i -> j also uses D at the previo
 point h, so its cost is c[h, i, j] (D at r_h and r_i, both memoised: no model call) and the
 dynamic programme runs over pairs (h, i) of last grid points; its first step (no history)
 costs c[0, j] of the one-point step. Methods whose history reaches further use the grid
-searched for a related method (`SEARCHED_AS`): flow_3m uses flow_2m's, and flow_reuse
-(whose start point is the previous step's midpoint stage) uses flow_midpoint's.
+searched for a related method (`SEARCHED_AS`): flow_3m and flow_reuse (whose start point is
+the previous step's midpoint stage) use flow_2m's, the other one-call-per-step second-order
+data-prediction method.
 
 The cache (`ScheduleCache`) keeps one JSON record per (model weights fingerprint, search
 settings) with the best grid for every step count 1..M, so a search runs once and any step
@@ -64,7 +65,7 @@ DEFAULT_MAX_STEPS = 24
 OBJECTIVES = ("local", "propagated")
 PAIR_METHODS = ("flow_2m",)
 """Multistep methods whose step uses one earlier grid point: searched over pairs of grid points."""
-SEARCHED_AS = {"flow_3m": "flow_2m", "flow_reuse": "flow_midpoint"}
+SEARCHED_AS = {"flow_3m": "flow_2m", "flow_reuse": "flow_2m"}
 """Method -> the method whose searched grid it uses (its history reaches past one grid point)."""
 SEARCHABLE = tuple(name for name, m in METHODS.items() if m.calls_per_step is not None)
 """Fixed-step methods (an adaptive one picks its own steps)."""
