@@ -109,7 +109,9 @@ class Bench:
                 run = Run(config=Config(**row.pop("config")), **row)
                 self.runs[run.key()] = run
         self.models = {}
-        self.probes: dict[tuple[str, str, int], int] = {}
+        probes = self.results / "probes.jsonl"  # counted NFE of one-sample probe runs, kept across reruns
+        self.probes: dict[str, int] = dict(json.loads(line) for line in probes.read_text().splitlines()) \
+            if probes.exists() else {}
         self.reference = self._reference()
 
     def model(self, shift: float | None):
@@ -170,10 +172,12 @@ class Bench:
 
     def probe_nfe(self, config: Config, steps: int) -> int:
         """Counted NFE of `steps` steps, on a one-sample batch (NFE does not depend on the batch)."""
-        key = (config.family, config.sampler, steps)
+        key = f"{config.family} {config.sampler} {steps}"
         if key not in self.probes:
             plain = Config(config.family, config.sampler, "simple", None)
             self.probes[key] = self._sample(plain, self.sigmas(plain, steps), count=1)[1]
+            with (self.results / "probes.jsonl").open("a") as log:
+                log.write(json.dumps([key, self.probes[key]]) + "\n")
         return self.probes[key]
 
     def steps_for(self, config: Config, budget: int) -> int | None:
@@ -249,6 +253,21 @@ class Bench:
 
         return score(((latent + 1) / 2).clamp(0, 1), self.prompts)["all"]
 
+    def choose(self, config: Config, budget: int) -> Run | None:
+        """`best_within`, recorded in choices.jsonl so `--report-only` can rebuild the tables."""
+        run = self.best_within(config, budget)
+        with (self.results / "choices.jsonl").open("a") as log:
+            log.write(json.dumps({"config": asdict(config), "budget": budget, "run": run.key() if run else None}) + "\n")
+        return run
+
+    def stored_table(self) -> dict:
+        table = {}
+        path = self.results / "choices.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            choice = json.loads(line)
+            table[(Config(**choice["config"]), choice["budget"])] = self.runs.get(choice["run"]) if choice["run"] else None
+        return table
+
     def best_within(self, config: Config, budget: int) -> Run | None:
         """The configuration's run for `budget`: most steps that fit (adaptive: most NFE within)."""
         if config.sampler in ADAPTIVE:
@@ -302,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--native-shifts", nargs="+", default=["none", "3"],
                         help="ModelSamplingSD3 shifts for the native samplers ('none': the model as loaded)")
     parser.add_argument("--report", type=Path, default=None, help="write the Markdown tables here")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no sampling: tables of every (configuration, budget) stored in --results so far")
     parser.add_argument("--plot", type=Path, default=None, help="write the RMSE-vs-NFE PNG here")
     parser.add_argument("--comfyui", default=None, help="ComfyUI tree (default: $COMFYUI_PATH or the repo's .comfyui)")
     parser.add_argument("--checkpoint", default=None, help="default: the bundled model")
@@ -318,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                      lambda method: not args.no_optimal and bench.has_optimal(method), shifts)
     for budget in sorted(args.budgets):  # a stopped run has whole columns for the smaller budgets
         for config in chosen:
-            table[(config, budget)] = bench.best_within(config, budget)
+            table[(config, budget)] = bench.choose(config, budget)
     write_report(bench, table, sorted(args.budgets), args.report, args.plot)
     logger.info("done in %.0f s", time.perf_counter() - started)
 

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"{record.settings['method']} ({origin}; {cache.folder})")
         for steps in args.steps:
             sigmas, total = record.grid(steps)
-            lines.append(f"  {steps} steps, summed step error {total:.4g}: " + ", ".join(f"{s:.4f}" for s in sigmas.tolist()))
+            score = "end-point RMS" if record.settings.get("objective") == "propagated" else "summed step error"
+            lines.append(f"  {steps} steps, {score} {total:.4g}: " + ", ".join(f"{s:.4f}" for s in sigmas.tolist()))
         if args.ship:
             optimal.ship(record)
     print("\n".join(lines))  # the CLI's output
