@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", nargs="+", default=["native", "pack"], choices=["native", "pack"])
     parser.add_argument("--samplers", nargs="+", default=None, help="only these samplers / solvers")
     parser.add_argument("--pack-methods", nargs="+", default=None, help="the pack's solvers (default: all)")
+    parser.add_argument("--schedules", nargs="+", default=None, help="only these schedules (simple, beta, optimal)")
     parser.add_argument("--no-optimal", action="store_true", help="skip the searched 'optimal' grids")
     parser.add_argument("--native-shifts", nargs="+", default=["none", "3"],
                         help="ModelSamplingSD3 shifts for the native samplers ('none': the model as loaded)")
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     shifts = tuple(None if s == "none" else float(s) for s in args.native_shifts)
     chosen = configs(args.families, args.samplers, args.pack_methods or list(METHODS),
                      lambda method: not args.no_optimal and bench.has_optimal(method), shifts)
+    chosen = [c for c in chosen if args.schedules is None or c.schedule in args.schedules]
     for budget in sorted(args.budgets):  # a stopped run has whole columns for the smaller budgets
         for config in chosen:
             table[(config, budget)] = bench.choose(config, budget)
