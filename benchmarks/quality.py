@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     bench = Bench(args.results, args.checkpoint)
+    if args.report_only:
+        write_report(bench, bench.stored_table(), sorted(args.budgets), args.report, args.plot)
+        return
     table = {}
     shifts = tuple(None if s == "none" else float(s) for s in args.native_shifts)
     chosen = configs(args.families, args.samplers, args.pack_methods or list(METHODS),
