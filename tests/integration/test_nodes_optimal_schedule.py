@@ -101,3 +101,20 @@ def test_scheduler_without_a_searched_grid_says_how_to_get_one(comfy_server, tin
     entry = comfy_server.run_prompt(g.prompt)
     assert entry["status"]["status_str"] == "error"
     assert "no optimal schedule has been searched for this model and solver 'rk3'" in ng.error_message(entry)
+
+
+def test_bundled_model_uses_its_shipped_grid_without_searching(comfy_server):
+    from comfyui_flowmatch.models.checkpoint import load_checkpoint
+    from comfyui_flowmatch.models.generate import DEFAULT_CHECKPOINT
+    from comfyui_flowmatch.models.optimal_schedule import fingerprint
+    from comfyui_flowmatch.samplers.optimal import shipped_record
+
+    record = shipped_record(fingerprint(load_checkpoint(str(DEFAULT_CHECKPOINT))), "euler", 4.0)
+    assert record is not None, "samplers/optimal_schedules.json has no euler grid for the bundled model"
+    g = ng.Graph()
+    ng.text_to_image(g, ng.BUNDLED, "a red circle on a black background", steps=4, cfg=4.0, solver="euler",
+                     schedule="optimal")
+    sampler = next(k for k, v in g.prompt.items() if v["class_type"] == "FlowMatchSampler")
+    text = text_of(comfy_server, g, sampler)
+    assert "from the cache/shipped grids" in text
+    assert sigmas_in(text) == pytest.approx(record.grid(4)[0].tolist(), abs=1e-4)
