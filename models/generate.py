@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..samplers import integrate
+from ..samplers import integrate, time_grid
 from .checkpoint import FlowMatchBundle, load_checkpoint
 from .text import encode_prompts
 
@@ -62,18 +62,20 @@ def generate_images(
     seed: int = 0,
     size: int | None = None,
     negative: str = "",
+    shift: float = 1.0,
 ) -> torch.Tensor:
     """Generate one image per prompt.
 
     Args:
         bundle: a loaded checkpoint (`load_checkpoint`).
         prompts: B prompts.
-        steps: solver steps on the uniform grid ``linspace(0, 1, steps + 1)``.
+        steps: solver steps on the uniform grid ``linspace(0, 1, steps + 1)`` (see `shift`).
         method: a `samplers` method name (``euler``, ``midpoint``, ...).
         cfg: guidance scale; 1.0 disables guidance (one network call per evaluation).
         seed: sample i uses noise seeded ``seed + i``.
         size: image side in pixels (multiple of the patch); default the native size.
         negative: the unconditional prompt (``""`` = the trained unconditional embedding).
+        shift: SD3's static shift of the grid (`samplers.time_grid`); 1.0 keeps it uniform.
 
     Returns:
         Images [B, 3, size, size] in [0, 1] on the bundle's device.
@@ -90,7 +92,7 @@ def generate_images(
     side = size or dit.config.image_size
     velocity = guided_velocity(bundle, prompts, cfg, negative)
     x = initial_noise(len(prompts), dit.config.channels, side, side, seed).to(device)
-    ts = torch.linspace(0.0, 1.0, steps + 1, device=device)
+    ts = torch.linspace(0.0, 1.0, steps + 1, device=device) if shift == 1.0 else time_grid(steps, shift=shift).to(device)
     x = integrate(velocity, x, ts, method=method).state
     return ((x + 1) / 2).clamp(0, 1)
 
@@ -114,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("prompt", help='e.g. "a red circle on a black background"')
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--solver", default="euler", help="samplers method: euler, midpoint, heun, rk4, ...")
+    parser.add_argument("--solver", default="euler",
+                        help="samplers method: euler, flow_2m, flow_reuse, flow_midpoint, flow_3m, midpoint, heun, "
+                             "rk3, rk4, dopri5 (docs/solvers.md)")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=1)

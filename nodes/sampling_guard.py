@@ -47,11 +47,11 @@ class GuardedDenoiser:
         return getattr(self.denoiser, name)
 
 
-def guard_sampler(sampler_function, node: str, report: dict | None = None):
+def guard_sampler(sampler_function, node: str, report: dict | None = None, on_counts=None):
     """A k-diffusion-shaped sampler that runs `sampler_function` behind a GuardedDenoiser.
 
     `report`, when given, receives `nfe` and `steps` after the run (and `accepted`, `rejected`
-    from the solver's result); the counts are logged too.
+    from the solver's result); `on_counts(counts)` gets the same dict; the counts are logged too.
     """
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
@@ -66,9 +66,13 @@ def guard_sampler(sampler_function, node: str, report: dict | None = None):
         counts = {}
         result = sampler_function(guarded, x, sigmas, extra_args=extra_args, callback=on_step, disable=disable,
                                   on_solution=lambda s: counts.update(accepted=s.accepted, rejected=s.rejected), **options)
-        logging.info("%s: %d steps, %d model evaluations (NFE), %s", node, guarded.total_steps, guarded.nfe, counts)
+        logging.info("%s: %d steps, %d model evaluations (NFE), %s accepted, %s rejected", node, guarded.total_steps,
+                     guarded.nfe, counts.get("accepted"), counts.get("rejected"))
+        counts.update(nfe=guarded.nfe, steps=guarded.total_steps)
         if report is not None:
-            report.update(nfe=guarded.nfe, steps=guarded.total_steps, **counts)
+            report.update(counts)
+        if on_counts is not None:
+            on_counts(counts)
         return result
 
     return sample

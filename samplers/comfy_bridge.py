@@ -100,7 +100,8 @@ def sample_flow(
             if last_call.get("index") == offset + i:
                 data = last_call["denoised"]
             # k-diffusion samplers never modify a reported x; integrate's state is updated in place.
-            callback({"i": offset + i, "x": state.to(x.dtype, copy=True), "denoised": data.to(x.dtype), "sigma": sigma, "sigma_hat": sigma})
+            callback({"i": offset + i, "x": state.to(x.dtype, copy=True), "denoised": data.to(x.dtype),
+                      "sigma": sigma, "sigma_hat": sigma})
 
         return step_done
 
@@ -119,7 +120,8 @@ def sample_flow(
         stop[-1] = 1 - floor
         parts.append(integrate(velocity, x, stop, method, callback=report(0), **options))
         parts.append(integrate(velocity, parts[-1].state, stop[-1:].new_tensor([1 - floor, 1.0]), "euler"))
-    solution = Solution(parts[-1].state, sum(p.nfe for p in parts), sum(p.accepted for p in parts), sum(p.rejected for p in parts))
+    solution = Solution(parts[-1].state, sum(p.nfe for p in parts), sum(p.accepted for p in parts),
+                        sum(p.rejected for p in parts))
     if on_solution is not None:
         on_solution(solution)
     return solution.state

@@ -8,10 +8,10 @@ Two families (the convention is in `samplers/__init__`):
   x-prediction model's velocity carries 1 / (1 - t)), so at small budgets they lose to
 - flow-aware methods (variable "sigma"): the flow ODE in data-prediction form with its linear
   part solved exactly (`samplers.exponential`), the data estimate D interpolated by a
-  polynomial in sigma through points the method chooses. Each step starts with the point at
-  the interval's start (unless the method reuses one), adds its `stages` (fractions of the
-  interval, each predicted from the points so far) and ends with the polynomial through the
-  last `order` points. Multistep methods keep `history` points from earlier steps.
+  polynomial in u = -log(sigma) through points the method chooses. Each step starts with the
+  point at the interval's start (unless the method reuses one), adds its `stages` (fractions
+  of the interval in sigma, each predicted from the points so far) and ends with the
+  polynomial through the last `order` points. Multistep methods keep `history` points from earlier steps.
   The ends: at sigma = 1 nothing is special (D there is the model's estimate of the mean
   image, and u = -log(sigma) = 0); an interval ending at sigma = 0 returns the data estimate
   of its point nearest to 0 (the exact x(0) = D(x(0), 0) with D held constant), so the model

@@ -83,9 +83,15 @@ def _validate_grid(ts: Tensor) -> list[float]:
     return grid
 
 
+def _coefficient(row: tuple[float, ...], j: int) -> float:
+    return row[j] if j < len(row) else 0.0
+
+
 def _shift(x: Tensor, h: float, ks: list[Tensor | None], have: list[float], want: tuple[float, ...]) -> None:
-    """Move x from x_start + h * sum(have_j k_j) to x_start + h * sum(want_j k_j) in place."""
-    for j, target in enumerate(want):
+    """Move x from x_start + h * sum(have_j k_j) to x_start + h * sum(want_j k_j) in place
+    (a row shorter than `have` has zeros for the remaining velocities)."""
+    for j in range(len(have)):
+        target = _coefficient(want, j)
         if target != have[j]:
             x.add_(ks[j], alpha=h * (target - have[j]))
             have[j] = target
@@ -107,13 +113,13 @@ def rk_step(f: Callable[[Tensor, float], Tensor], x: Tensor, t0: float, t1: floa
         ks.append(f(x, t0 + tableau.c[i] * h))
         have.append(0.0)
         for j in range(len(ks)):
-            if all(j >= len(row) or row[j] == have[j] for row in rows[i:]):
+            if all(_coefficient(row, j) == have[j] for row in rows[i:]):
                 ks[j] = None
-    changed = [j for j, w in enumerate(tableau.b) if w != have[j]]
+    changed = [j for j in range(len(have)) if _coefficient(tableau.b, j) != have[j]]
     if len(changed) == 1:
         j = changed[0]
         k, ks[j] = ks[j], None
-        x.add_(k.mul_(h * (tableau.b[j] - have[j])))
+        x.add_(k.mul_(h * (_coefficient(tableau.b, j) - have[j])))
     else:
         _shift(x, h, ks, have, tableau.b)
 
@@ -123,7 +129,7 @@ def _data_point(f: Callable[[Tensor, float], Tensor], x: Tensor, t: float) -> Te
     return f(x, t).mul_(1 - t).add_(x)
 
 
-def _data_combine(out: Tensor, x: Tensor, s_from: float, s_to: float, points: list[tuple[float, Tensor]]) -> Tensor:
+def _data_combine(out: Tensor | None, x: Tensor, s_from: float, s_to: float, points: list[tuple[float, Tensor]]) -> Tensor:
     """out = exponential step of x from s_from to s_to with the polynomial through `points`."""
     ratio, weights = step_weights(s_from, s_to, [s for s, _ in points])
     out = torch.mul(x, ratio) if out is None else out.mul_(ratio)

@@ -104,8 +104,8 @@ def test_workflow_runs_from_the_page(comfy_page, path):
     comfy_page.screenshot("ran")
     subfolder, prefix = save_node["widgets_values"][0].rsplit("/", 1)
     assert f"filename={prefix}_" in shown["srcs"][0] and f"subfolder={subfolder}" in shown["srcs"][0], shown["srcs"]
-    if path.stem == "compare_solvers":  # three 32 px images, stitched with 2 px gaps
-        assert shown["sizes"] == [[3 * 32 + 2 * 2, 32]]
+    if path.stem == "compare_solvers":  # five 32 px images, stitched with 2 px gaps
+        assert shown["sizes"] == [[5 * 32 + 4 * 2, 32]]
     if UPDATE:
         with urllib.request.urlopen(shown["srcs"][0], timeout=30) as response:
             save_thumbnail(Image.open(io.BytesIO(response.read())), path.with_suffix(".jpg"))

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui_flowmatch.samplers import METHODS
+
 pytestmark = pytest.mark.integration
 
 _spec = importlib.util.spec_from_file_location("node_graphs", Path(__file__).with_name("node_graphs.py"))
@@ -96,7 +98,7 @@ def test_sd3_our_sampler_and_scheduler_inside_sampler_custom_advanced(native):
     assert torch.isfinite(result).all() and result.std() > 0
 
 
-@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun", "rk4", "dopri5"])
+@pytest.mark.parametrize("solver", list(METHODS))
 def test_wan21_video_latent_samples_with_every_solver(native, solver):
     server, _ = native
     g = ng.Graph()

@@ -99,3 +99,13 @@ def test_edge_cases():
         sample_flow(Denoiser(), NOISE, torch.tensor([0.0, 0.5]))
     with pytest.raises(ValueError, match="'lms'"):
         sample_flow(Denoiser(), NOISE, sigmas(2), method="lms")
+
+
+def test_sampling_records_no_autograd_graph():
+    weight = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def model(x, sigma, **extra_args):
+        return Denoiser()(x, sigma) * weight * 2
+
+    x = sample_flow(model, NOISE, sigmas(3), method="flow_2m")
+    assert not x.requires_grad and x.grad_fn is None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from comfyui_flowmatch.samplers import FLOW_AWARE, METHODS, integrate, nfe_for
-from comfyui_flowmatch.samplers.bench import gaussian_flow
+from comfyui_flowmatch.samplers.bench import GaussianFlow, gaussian_flow
 from comfyui_flowmatch.samplers.exponential import step_weights
 
 pytestmark = pytest.mark.unit
@@ -23,13 +23,47 @@ def uniform(steps):
     return torch.linspace(0, 1, steps + 1, dtype=torch.float64)
 
 
+def stiff_flow():
+    """Gaussian data with scale 0.01: the velocity (D - x) / (1 - t) of an almost deterministic
+    x-prediction, whose Jacobian is about -1 / (1 - t) (the stiffness of trained flows)."""
+    shape = (1, 4, 1, 1)
+    return GaussianFlow(torch.linspace(-1.0, 2.0, 4, dtype=torch.float64).reshape(shape), torch.full(shape, 0.01, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("flow_name", ["gaussian", "stiff"])
+@pytest.mark.parametrize("method, min_order", [("flow_midpoint", 1.8), ("flow_2m", 1.8), ("flow_3m", 2.6), ("flow_reuse", 1.8)])
+def test_flow_aware_methods_have_their_order_away_from_sigma_zero(flow_name, method, min_order):
+    flow = {"gaussian": FLOW, "stiff": stiff_flow()}[flow_name]
+    end = 0.95
+    exact = flow.at(NOISE, end)
+    errors = [float((integrate(flow.velocity, NOISE, torch.linspace(0, end, n + 1, dtype=torch.float64), method).state - exact).abs().max())
+              for n in (64, 128, 256)]
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert min(orders) >= min_order, orders
+
+
+@pytest.mark.parametrize("method, min_order", [("euler", 0.9), ("midpoint", 1.8), ("heun", 1.8), ("rk3", 2.7), ("rk4", 3.5)])
+def test_textbook_methods_keep_their_order_on_the_stiff_flow(method, min_order):
+    flow, end = stiff_flow(), 0.95
+    errors = [float((integrate(flow.velocity, NOISE, torch.linspace(0, end, n + 1, dtype=torch.float64), method).state
+                     - flow.at(NOISE, end)).abs().max()) for n in (64, 128, 256)]
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert min(orders) >= min_order, orders
+
+
 @pytest.mark.parametrize("method", FLOW_AWARE)
-def test_flow_aware_methods_converge_at_second_order(method):
-    # Uniform t grids keep O(1) steps in log(sigma) next to sigma = 0, which caps every
-    # method there at about second order; the orders asserted are what holds from 16 steps on.
+def test_flow_aware_methods_converge_to_sigma_zero(method):
+    # The step to sigma = 0 holds the nearest data estimate (the DPM-Solver++ / res_multistep
+    # rule): first order in that one step, so the whole run converges at least at first order.
     errors = [float((integrate(FLOW.velocity, NOISE, uniform(n), method).state - EXACT).abs().max()) for n in (16, 32, 64)]
     orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
-    assert min(orders) >= 1.5, orders
+    assert min(orders) >= 1.0, orders
+
+
+@pytest.mark.parametrize("method", ["flow_2m", "flow_3m"])
+def test_multistep_last_step_returns_the_last_data_estimate(method):
+    solution = integrate(FLOW.velocity, NOISE, uniform(6), method, trajectory=True)
+    assert torch.equal(solution.state, solution.trajectory.data[-1])
 
 
 @pytest.mark.parametrize("method", FLOW_AWARE)
