@@ -29,6 +29,9 @@ def import_comfyui(path: str | os.PathLike | None = None) -> Path:
     from comfy.cli_args import args
 
     args.cpu = args.cpu or not torch.cuda.is_available()
+    # ComfyUI's main.py imports its `utils` package first; some comfy module later puts comfy/ on
+    # sys.path, after which `import utils` would find comfy/utils.py instead (server.py needs the package).
+    import utils.install_util  # noqa: F401
     return root
 
 
