@@ -66,6 +66,7 @@ def plot(table: dict, budgets: list[int], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
     samplers = dict.fromkeys((config.family, config.sampler) for config, _ in table)
@@ -84,6 +85,7 @@ def plot(table: dict, budgets: list[int], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("model evaluations (NFE)")
     ax.set_ylabel("RMSE vs converged reference")
     ax.set_title("bundled model, cfg 4, 32 prompt/seed pairs (thin: per sampler, best schedule)")
