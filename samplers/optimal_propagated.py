@@ -20,8 +20,7 @@ engine runs for them): x_j = ratio * z + sum w * D.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
