@@ -45,6 +45,24 @@ def initial_noise(batch: int, channels: int, height: int, width: int, seed: int)
     ])
 
 
+def guided_velocity(bundle: FlowMatchBundle, prompts: list[str], cfg: float = 4.0, negative: str = ""):
+    """The classifier-free-guided seed-time velocity v(x [B, ...], t [B]) for B = len(prompts)
+    prompts: v_u + cfg * (v_c - v_u), cond and uncond in one network call (cfg 1: cond only)."""
+    dit = bundle.dit
+    context, pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, list(prompts))
+    if cfg != 1.0:
+        u_context, u_pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, [negative] * len(prompts))
+        context, pooled = torch.cat([context, u_context]), torch.cat([pooled, u_pooled])
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if cfg == 1.0:
+            return dit(x, t, context, pooled)
+        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), context, pooled).chunk(2)
+        return v_u + cfg * (v_c - v_u)
+
+    return velocity
+
+
 @torch.no_grad()
 def generate_images(
     bundle: FlowMatchBundle,
@@ -84,19 +102,8 @@ def generate_images(
     dit = bundle.dit
     device = next(dit.parameters()).device
     side = size or dit.config.image_size
-    b = len(prompts)
-    context, pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, list(prompts))
-    if cfg != 1.0:
-        u_context, u_pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, [negative] * b)
-        context, pooled = torch.cat([context, u_context]), torch.cat([pooled, u_pooled])
-
-    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if cfg == 1.0:
-            return dit(x, t, context, pooled)
-        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), context, pooled).chunk(2)
-        return v_u + cfg * (v_c - v_u)
-
-    x = initial_noise(b, dit.config.channels, side, side, seed).to(device)
+    velocity = guided_velocity(bundle, prompts, cfg, negative)
+    x = initial_noise(len(prompts), dit.config.channels, side, side, seed).to(device)
     ts = torch.linspace(0.0, 1.0, steps + 1, device=device) if shift == 1.0 else time_grid(steps, shift=shift).to(device)
     x = integrate(velocity, x, ts, method=method).state
     return ((x + 1) / 2).clamp(0, 1)

@@ -9,6 +9,7 @@ from .editing import FlowMatchEdit, FlowMatchInvert
 from .latent import FlowMatchEmptyLatent
 from .loader import FlowMatchModelLoader
 from .model_files import register_folder
+from .optimal_schedule import FlowMatchOptimalSchedule
 from .sampling import FlowMatchODESampler, FlowMatchSampler, FlowMatchScheduler
 
 register_folder()
@@ -26,4 +27,5 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchScheduler,
             FlowMatchInvert,
             FlowMatchEdit,
+            FlowMatchOptimalSchedule,
         ]

@@ -13,6 +13,7 @@ from ..samplers.comfy_bridge import sample_flow
 from ..samplers.solvers import METHODS
 from .latent_fit import model_geometry, require_latent_fits
 from .limits import range_problem, require_affordable_work, require_schedule_length, schedule_length_problem
+from .optimal_schedule import describe, grid_sigmas, sampler_grid, scheduler_grid
 from .sampling_guard import guard_sampler
 from .sigmas import MODEL_DEFAULT, SCHEDULES, image_size, schedule_sigmas
 
@@ -45,9 +46,11 @@ def counts_text(solver: str, counts: dict) -> str:
             f"{counts.get('rejected', 0)} rejected")
 
 
-def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise, noise=None):
+def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent, denoise, noise=None,
+                notes=None):
     """KSampler's recipe with our solver: ComfyUI's noise (or a NOISE such as Flow Match Invert's),
-    CFG guider, masks and previews.
+    CFG guider, masks and previews. `notes`, when given, receives a line on the searched grid
+    for schedule 'optimal'.
 
     Returns (latent dict, counts: nfe, steps, accepted, rejected)."""
     require_schedule_length("FlowMatchSampler", steps, denoise)
@@ -55,7 +58,14 @@ def run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, nega
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     require_affordable_work("FlowMatchSampler", model, samples.shape)
     size = image_size(samples.shape, model_geometry(model).spatial)
-    sigmas = schedule_sigmas(model, schedule, steps, shift, denoise, size)
+
+    def optimal(total_steps):
+        record, from_cache = sampler_grid("FlowMatchSampler", model, positive, negative, cfg, solver, latent)
+        if notes is not None:
+            notes.append(describe(record, total_steps, from_cache))
+        return grid_sigmas("FlowMatchSampler", record, total_steps)
+
+    sigmas = schedule_sigmas(model, schedule, steps, shift, denoise, size, optimal)
     out = latent.copy()
     if len(sigmas) < 2:
         out["samples"] = samples
@@ -85,7 +95,9 @@ SOLVER_TOOLTIP = (
 )
 SCHEDULE_TOOLTIP = (
     "model default: the model's own shift (and any ModelSampling node), same as KSampler 'simple'; "
-    "uniform: evenly spaced; sd3 shift: uses the shift input; flux resolution shift: shift grows with image size."
+    "uniform: evenly spaced; sd3 shift: uses the shift input; flux resolution shift: shift grows with image size; "
+    "optimal: the grid searched for this model and solver (shipped for the bundled model; otherwise searched once "
+    "on the first prompt, a few minutes, then cached in user/__flowmatch_schedules; see Flow Match Optimal Schedule)."
 )
 
 
@@ -138,9 +150,10 @@ class FlowMatchSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
                 denoise, noise=None) -> io.NodeOutput:
+        notes = []
         latent, counts = run_sampler(model, seed, steps, cfg, solver, schedule, shift, positive, negative, latent_image,
-                                     denoise, noise)
-        return io.NodeOutput(latent, ui=ui.PreviewText(counts_text(solver, counts)))
+                                     denoise, noise, notes)
+        return io.NodeOutput(latent, ui=ui.PreviewText("\n".join([counts_text(solver, counts), *notes])))
 
 
 class FlowMatchODESampler(io.ComfyNode):
@@ -192,18 +205,29 @@ class FlowMatchScheduler(io.ComfyNode):
                              tooltip="Image width in pixels, for 'flux resolution shift'."),
                 io.Int.Input("height", default=1024, min=16, max=16384, step=16,
                              tooltip="Image height in pixels, for 'flux resolution shift'."),
+                io.Combo.Input("solver", options=list(METHODS), default=DEFAULT_SOLVER, optional=True,
+                               tooltip="For 'optimal': the solver the grid was searched for (use the one your sampler "
+                                       "runs). This node has no prompt to search with: it uses a grid searched before "
+                                       "for this model and solver (shipped for the bundled model)."),
             ],
             outputs=[io.Sigmas.Output(tooltip="Sigmas from high to 0.")],
         )
 
     @classmethod
-    def validate_inputs(cls, schedule, steps, shift, denoise):
+    def validate_inputs(cls, schedule, steps, shift, denoise, solver=DEFAULT_SOLVER):
         node = "FlowMatchScheduler"
         ranges = {"steps": (steps, 1, 1000), "shift": (shift, 0.01, 100.0), "denoise": (denoise, 0.0, 1.0)}
         problem = range_problem(node, ranges) or schedule_length_problem(node, steps, denoise)
-        return problem or check_choice(node, "schedule", schedule, SCHEDULES)
+        if problem:
+            return problem
+        schedule_ok = check_choice(node, "schedule", schedule, SCHEDULES)
+        return schedule_ok if schedule_ok is not True else check_choice(node, "solver", solver, METHODS)
 
     @classmethod
-    def execute(cls, model, schedule, steps, shift, denoise, width, height) -> io.NodeOutput:
+    def execute(cls, model, schedule, steps, shift, denoise, width, height, solver=DEFAULT_SOLVER) -> io.NodeOutput:
         require_schedule_length("FlowMatchScheduler", steps, denoise)
-        return io.NodeOutput(schedule_sigmas(model, schedule, steps, shift, denoise, (width, height)))
+
+        def optimal(total_steps):
+            return grid_sigmas("FlowMatchScheduler", scheduler_grid("FlowMatchScheduler", model, solver), total_steps)
+
+        return io.NodeOutput(schedule_sigmas(model, schedule, steps, shift, denoise, (width, height), optimal))
