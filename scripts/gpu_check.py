@@ -106,6 +106,9 @@ def start_comfyui(comfyui: Path, cuda: bool):
 
     args.cpu = not cuda
     args.bf16_unet = cuda
+    # As main.py does: the `utils` package first, before comfy/ lands on sys.path and its
+    # utils.py would shadow it (the pack's samplers import `server`, which needs the package).
+    import utils.install_util  # noqa: F401
     import nodes  # noqa: F401  (ComfyUI's nodes.py: puts comfy/ on sys.path as the server does)
 
 
@@ -143,9 +146,9 @@ def comfyui_samples(checkpoint: Path, prompts: list[str], steps: int, cfg: float
     started = time.perf_counter()
     for seed, prompt in enumerate(prompts):
         positive = encode_text(clip, prompt)
-        out, used = run_sampler(model, seed, steps, cfg, "euler", "uniform", 3.0, positive, negative, latent, 1.0)
+        out, counts = run_sampler(model, seed, steps, cfg, "euler", "uniform", 3.0, positive, negative, latent, 1.0)
         finite &= bool(torch.isfinite(out["samples"]).all())
-        nfe += used
+        nfe += counts["nfe"]
         images.append(vae.decode(out["samples"])[0].movedim(-1, 0).float().cpu())
     sample_s = time.perf_counter() - started
 
