@@ -33,6 +33,24 @@ def initial_noise(batch: int, channels: int, height: int, width: int, seed: int)
     ])
 
 
+def guided_velocity(bundle: FlowMatchBundle, prompts: list[str], cfg: float, negative: str = ""):
+    """velocity(x [B, C, H, W], t [B]) -> the guided v = v_u + cfg (v_c - v_u) for B = len(prompts)
+    (cfg 1: v_c alone, one network call). Call it under `torch.no_grad()` unless gradients are wanted."""
+    dit = bundle.dit
+    context, pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, list(prompts))
+    if cfg != 1.0:
+        u_context, u_pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, [negative] * len(prompts))
+        context, pooled = torch.cat([context, u_context]), torch.cat([pooled, u_pooled])
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if cfg == 1.0:
+            return dit(x, t, context, pooled)
+        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), context, pooled).chunk(2)
+        return v_u + cfg * (v_c - v_u)
+
+    return velocity
+
+
 @torch.no_grad()
 def generate_images(
     bundle: FlowMatchBundle,
@@ -71,17 +89,7 @@ def generate_images(
     device = next(dit.parameters()).device
     side = size or dit.config.image_size
     b = len(prompts)
-    context, pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, list(prompts))
-    if cfg != 1.0:
-        u_context, u_pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, [negative] * b)
-        context, pooled = torch.cat([context, u_context]), torch.cat([pooled, u_pooled])
-
-    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if cfg == 1.0:
-            return dit(x, t, context, pooled)
-        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), context, pooled).chunk(2)
-        return v_u + cfg * (v_c - v_u)
-
+    velocity = guided_velocity(bundle, list(prompts), cfg, negative)
     x = initial_noise(b, dit.config.channels, side, side, seed).to(device)
     ts = torch.linspace(0.0, 1.0, steps + 1, device=device)
     x = integrate(velocity, x, ts, method=method)

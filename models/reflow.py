@@ -3,7 +3,7 @@
 ``python -m comfyui_flowmatch.models.reflow`` (``make train-reflow`` is the shipped recipe):
 
 1. **Pairs.** The teacher checkpoint integrates noise x0 to an image x1 with a solver
-   (default midpoint, 8 steps) at its CFG (4) for captions of the training distribution
+   (default midpoint, 4 steps: 8 velocity calls) at its CFG (4) for captions of the training distribution
    (`ShapesDataset`, held-out colour/shape pairs excluded). Shards of `--shard-size`
    pairs go to ``<run-dir>/pairs/pairs_<k>.safetensors`` (tensors ``noise`` and ``image``
    in model space [-1, 1], fp32; captions in the metadata). Pair j uses noise seeded
@@ -39,8 +39,7 @@ from ..samplers import integrate
 from .checkpoint import FlowMatchBundle, atomic_save_file, load_checkpoint
 from .data import ShapesDataset
 from .distributed import Distributed, barrier, teardown
-from .generate import DEFAULT_CHECKPOINT, initial_noise
-from .text import encode_prompts
+from .generate import DEFAULT_CHECKPOINT, guided_velocity, initial_noise
 from .train import (
     EMA, TrainConfig, add_runtime_arguments, add_train_config_arguments, load_train_state, new_run, sample_t,
     save_sample_grid, start_process, train,
@@ -58,19 +57,7 @@ def teacher_images(bundle: FlowMatchBundle, noise: torch.Tensor, captions: list[
                    steps: int, cfg: float) -> torch.Tensor:
     """Integrate `noise` [B, C, H, W] from t=0 to 1 with the guided teacher velocity
     v_u + cfg (v_c - v_u) on ``linspace(0, 1, steps + 1)``; returns x1 in model space."""
-    dit = bundle.dit
-    b = len(captions)
-    context, pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, captions)
-    if cfg != 1.0:
-        u_context, u_pooled = encode_prompts(bundle.tokenizer, bundle.text_encoder, [""] * b)
-        context, pooled = torch.cat([context, u_context]), torch.cat([pooled, u_pooled])
-
-    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if cfg == 1.0:
-            return dit(x, t, context, pooled)
-        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), context, pooled).chunk(2)
-        return v_u + cfg * (v_c - v_u)
-
+    velocity = guided_velocity(bundle, captions, cfg)
     ts = torch.linspace(0.0, 1.0, steps + 1, device=noise.device)
     return integrate(velocity, noise, ts, method=method)
 
@@ -149,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="student EMA checkpoint path (.safetensors)")
     parser.add_argument("--run-dir", required=True, help="folder for pairs/, train state, log and sample grids")
     parser.add_argument("--pairs", type=int, default=8192, help="number of (noise, image) pairs to draw")
-    parser.add_argument("--shard-size", type=int, default=256, help="pairs per shard file")
+    parser.add_argument("--shard-size", type=int, default=128, help="pairs per shard file")
     parser.add_argument("--pairs-time-budget-s", type=float, default=0.0,
                         help="stop drawing new pairs after this many seconds (0 = no budget)")
     parser.add_argument("--teacher-method", default="midpoint", help="samplers method for the teacher")
-    parser.add_argument("--teacher-steps", type=int, default=8, help="teacher solver steps")
+    parser.add_argument("--teacher-steps", type=int, default=4, help="teacher solver steps")
     parser.add_argument("--cfg", type=float, default=4.0, help="teacher guidance scale (baked into the student)")
     parser.add_argument("--resume", action="store_true", help="continue training from <run-dir>/train_state.safetensors")
     add_runtime_arguments(parser)
