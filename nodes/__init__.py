@@ -6,9 +6,11 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FlowMatchTextEncode
 from .latent import FlowMatchEmptyLatent
+from .likelihood import FlowMatchLikelihood
 from .loader import FlowMatchModelLoader
 from .model_files import register_folder
 from .sampling import FlowMatchODESampler, FlowMatchSampler, FlowMatchScheduler
+from .trajectory import FlowMatchTrajectory
 
 register_folder()
 
@@ -23,4 +25,6 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchSampler,
             FlowMatchODESampler,
             FlowMatchScheduler,
+            FlowMatchTrajectory,
+            FlowMatchLikelihood,
         ]
