@@ -93,3 +93,36 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(single, tmp_path):
     step, resumed = weights(tmp_path)
     assert step == STEPS
     assert_same_weights(resumed, single[1])
+
+
+def tiny_teacher(path) -> None:
+    from comfyui_flowmatch.models.checkpoint import save_checkpoint
+    from comfyui_flowmatch.models.data import ShapesDataset
+    from comfyui_flowmatch.models.dit import DiTConfig, FlowDiT
+    from comfyui_flowmatch.models.text import TextConfig, TextEncoder, Tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_captions(ShapesDataset(size=16).vocabulary_captions())
+    dit = FlowDiT(DiTConfig(image_size=16, width=32, depth=1, heads=2, text_dim=16, conv_channels=8, prediction="data"))
+    text = TextEncoder(TextConfig(vocab_size=len(tokenizer.vocab), dim=16, depth=1, heads=2))
+    for p in [*dit.parameters(), *text.parameters()]:
+        torch.nn.init.normal_(p, std=0.05)
+    save_checkpoint(path, dit, text, tokenizer, {"steps": 0}, dtype=torch.float32)
+
+
+def test_reflow_under_torchrun_splits_the_pairs_and_matches_one_process(tmp_path):
+    teacher = tmp_path / "teacher.safetensors"
+    tiny_teacher(teacher)
+    for processes in (1, 2):
+        run_dir = tmp_path / f"run{processes}"
+        launcher = [sys.executable] if processes == 1 else \
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        result = subprocess.run(
+            [*launcher, "-m", "comfyui_flowmatch.models.reflow", "--teacher", str(teacher),
+             "--output", str(run_dir / "student.safetensors"), "--run-dir", str(run_dir), "--pairs", "16",
+             "--shard-size", "4", "--teacher-steps", "2", "--steps", "6", "--batch-size", "8", "--warmup", "1",
+             "--save-every", "3", "--sample-every", "100000", "--threads", "1", "--device", "cpu"],
+            env=ENV, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run2" / "pairs").iterdir()) == [f"pairs_0000{k}.safetensors" for k in range(4)]
+    assert_same_weights(weights(tmp_path / "run2")[1], weights(tmp_path / "run1")[1])
