@@ -3,8 +3,8 @@
 ``python -m comfyui_flowmatch.models.reflow`` (``make train-reflow`` is the shipped recipe):
 
 1. **Pairs.** The teacher checkpoint integrates noise x0 to an image x1 with a solver
-   (default midpoint, 4 steps: 8 velocity calls) at its CFG (4) for captions of the training distribution
-   (`ShapesDataset`, held-out colour/shape pairs excluded). Shards of `--shard-size`
+   (default midpoint, 4 steps: 8 velocity calls) at its CFG (4) for captions of the
+   training distribution (`ShapesDataset`, held-out colour/shape pairs excluded). Shards of `--shard-size`
    pairs go to ``<run-dir>/pairs/pairs_<k>.safetensors`` (tensors ``noise`` and ``image``
    in model space [-1, 1], fp32; captions in the metadata). Pair j uses noise seeded
    ``PAIR_SEED_OFFSET + seed * 10**7 + j``, far from the seeds evaluation uses. Existing
