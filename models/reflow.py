@@ -9,14 +9,17 @@
    in model space [-1, 1], fp32; captions in the metadata). Pair j uses noise seeded
    ``PAIR_SEED_OFFSET + seed * 10**7 + j``, far from the seeds evaluation uses. Existing
    shards are kept, so an interrupted run resumes where it stopped; generation stops at
-   `--pairs` pairs or when `--pairs-time-budget-s` is spent.
+   `--pairs` pairs or when `--pairs-time-budget-s` is spent (the seconds every shard took
+   are stored in it and count against the budget across invocations).
 2. **Student.** A copy of the teacher is trained with the seed's loss on the straight
    paths between the pairs: x_t = (1 - t) x0 + t x1, target v = x1 - x0, always with the
    pair's caption. Guidance is baked in: the student predicts the guided velocity, so it
    samples with one model call per step at CFG 1 (1-2 Euler steps). The optimisation is
    `models.train`'s (AdamW, warm-up + cosine, clipping, EMA, time budget, `--resume`,
    ``torchrun``); t is drawn "uniform_zero" by default (a quarter at t = 0 exactly, the
-   point a one-step sampler evaluates).
+   point a one-step sampler evaluates) and the loss is weighted as the data estimate's
+   error (``--loss-weighting data``), so the one- and two-step points count as much as t
+   near 1 (with the plain velocity loss, samples near t = 1 weigh up to 400 times more).
 
 Under ``torchrun`` rank r writes shards k with k % N == r (the run dir must be on a
 filesystem all ranks share), then all ranks train on every shard.
@@ -48,8 +51,9 @@ from .train import (
 logger = logging.getLogger(__name__)
 
 PAIR_SEED_OFFSET = 1_000_000
-REFLOW_DEFAULTS = TrainConfig(steps=3000, batch_size=64, lr=2e-4, warmup=50, ema_decay=0.999,
-                              t_sampling="uniform_zero", caption_dropout=0.0, save_every=250, sample_every=500)
+REFLOW_DEFAULTS = TrainConfig(steps=3000, batch_size=64, lr=3e-4, warmup=50, ema_decay=0.999,
+                              t_sampling="uniform_zero", loss_weighting="data", caption_dropout=0.0,
+                              save_every=250, sample_every=500)
 
 
 @torch.no_grad()
@@ -74,23 +78,31 @@ def generate_pairs(bundle: FlowMatchBundle, pairs_dir: Path, *, pairs: int, shar
     device = next(dit.parameters()).device
     side, channels = dit.config.image_size, dit.config.channels
     captions_source = ShapesDataset(seed=seed, size=side)
-    start = time.perf_counter()
+    spent = sum(shard_seconds(path) for path in pairs_dir.glob("pairs_*.safetensors")) / where.world
     for index in range(where.rank, -(-pairs // shard_size), where.world):
         path = shard_path(pairs_dir, index)
         if path.exists():
             continue
-        if time_budget_s and time.perf_counter() - start >= time_budget_s:
-            logger.info("pair time budget spent; stopping before shard %d", index)
+        if time_budget_s and spent >= time_budget_s:
+            logger.info("pair time budget spent (%.0f s); stopping before shard %d", spent, index)
             break
         first = index * shard_size
         captions = [spec.caption for spec in captions_source.specs(index, shard_size)]
         noise = initial_noise(shard_size, channels, side, side, PAIR_SEED_OFFSET + seed * 10**7 + first)
         t0 = time.perf_counter()
         images = teacher_images(bundle, noise.to(device), captions, method=method, steps=steps, cfg=cfg)
+        seconds = time.perf_counter() - t0
         atomic_save_file({"noise": noise.contiguous(), "image": images.float().cpu().contiguous()}, path,
                          {"captions": json.dumps(captions), "first_pair": str(first), "method": method,
-                          "steps": str(steps), "cfg": str(cfg)})
-        logger.info("shard %d: %d pairs in %.1f s", index, shard_size, time.perf_counter() - t0)
+                          "steps": str(steps), "cfg": str(cfg), "seconds": f"{seconds:.1f}"})
+        spent += seconds
+        logger.info("shard %d: %d pairs in %.1f s", index, shard_size, seconds)
+
+
+def shard_seconds(path: Path) -> float:
+    """Seconds the teacher took to draw a shard (recorded in its metadata)."""
+    with safe_open(str(path), framework="pt") as f:
+        return float(f.metadata().get("seconds", 0.0))
 
 
 def load_pairs(pairs_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -164,21 +176,21 @@ def reflow(args: argparse.Namespace, where: Distributed) -> None:
     config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
     run_dir, pairs_dir = Path(args.run_dir), Path(args.run_dir) / "pairs"
     teacher = load_checkpoint(args.teacher, where.device)
-    t0 = time.perf_counter()
     generate_pairs(teacher, pairs_dir, pairs=args.pairs, shard_size=args.shard_size, method=args.teacher_method,
                    steps=args.teacher_steps, cfg=args.cfg, seed=config.seed,
                    time_budget_s=args.pairs_time_budget_s, where=where)
-    pair_seconds = time.perf_counter() - t0
     barrier(where)
     noise, image, captions = load_pairs(pairs_dir)
-    logger.info("%d pairs (%.0f s drawing them in this invocation)", len(noise), pair_seconds)
+    pair_seconds = sum(shard_seconds(path) for path in pairs_dir.glob("pairs_*.safetensors"))
+    logger.info("%d pairs (%.0f s of teacher time)", len(noise), pair_seconds)
     run = student_from_teacher(teacher, config, where)
     if args.resume:
         load_train_state(run, run_dir / "train_state.safetensors")
         logger.info("resumed at step %d (%.0f s trained)", run.step, run.elapsed_s)
     batches = PairBatches(noise, image, teacher.tokenizer(captions), config)
     facts = {"reflow": {"teacher": Path(args.teacher).name, "teacher_method": args.teacher_method,
-                        "teacher_steps": args.teacher_steps, "teacher_cfg": args.cfg, "pairs": len(noise)},
+                        "teacher_steps": args.teacher_steps, "teacher_cfg": args.cfg, "pairs": len(noise),
+                        "pair_seconds": round(pair_seconds, 1)},
              "sampling": {"cfg": 1.0, "steps": [1, 2], "method": "euler"}}
     sample_grid = lambda run, path: save_sample_grid(run, path, settings=((1, 1.0), (2, 1.0)))  # noqa: E731
     train(run, None, config, run_dir, Path(args.output), f"reflow of {Path(args.teacher).name}",

@@ -35,13 +35,14 @@ from .checkpoint import FlowMatchBundle, atomic_save_file, save_checkpoint
 from .config_checks import require_positive
 from .data import FolderDataset, ShapesDataset
 from .distributed import Distributed, from_main, mean_over_ranks, setup, shard, teardown, wrap
-from .dit import DiTConfig, FlowDiT
+from .dit import MIN_GAP, DiTConfig, FlowDiT
 from .generate import generate_images, image_grid
 from .text import TextConfig, TextEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
 
 T_SAMPLINGS = ("uniform", "logit_normal", "uniform_zero")
+LOSS_WEIGHTINGS = ("velocity", "data")
 ZERO_T_FRACTION = 0.25  # share of t = 0 draws under "uniform_zero"
 SAMPLE_PROMPTS = (
     "a red circle on a black background",
@@ -69,6 +70,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     t_sampling: str = "uniform"
+    loss_weighting: str = "velocity"
     caption_dropout: float = 0.1
     seed: int = 0
     log_every: int = 25
@@ -89,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.t_sampling not in T_SAMPLINGS:
             raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {self.t_sampling!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
@@ -143,14 +147,20 @@ class FlowNetwork(torch.nn.Module):
 
 
 def flow_matching_loss(network: torch.nn.Module, ids: torch.Tensor, data: torch.Tensor,
-                       noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                       noise: torch.Tensor, t: torch.Tensor, weighting: str = "velocity") -> torch.Tensor:
     """The seed's loss: mean((v(x_t, t) - (data - noise))^2), x_t = (1 - t) noise + t data.
 
     `network(ids, x_t, t) -> v` (a `FlowNetwork`, possibly DDP-wrapped); shapes [B, C, H, W], t [B].
+    ``weighting="data"`` multiplies each sample by max(1 - t, MIN_GAP)², which makes it the
+    error of the data estimate x_t + (1 - t) v (for t < 1 - MIN_GAP): every t counts alike,
+    where the velocity loss lets the few draws near t = 1 dominate (reflow uses it).
     """
     tb = t.view(-1, 1, 1, 1)
     x_t = (1 - tb) * noise + tb * data
-    return (network(ids, x_t, t) - (data - noise)).pow(2).mean()
+    error = (network(ids, x_t, t) - (data - noise)).pow(2)
+    if weighting == "data":
+        error = error * (1 - tb).clamp_min(MIN_GAP).pow(2)
+    return error.mean()
 
 
 class EMA:
@@ -211,7 +221,7 @@ def optimizer_step(run: Run, batch: tuple[torch.Tensor, ...], config: TrainConfi
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(run.step, config, run.elapsed_s)
     ids, data, noise, t = (x.to(device) for x in shard(batch, run.where))
-    loss = flow_matching_loss(run.network, ids, data, noise, t)
+    loss = flow_matching_loss(run.network, ids, data, noise, t, config.loss_weighting)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in run.optimizer.param_groups for p in group["params"]]

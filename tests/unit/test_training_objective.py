@@ -60,3 +60,16 @@ def test_the_trainer_converges_to_the_seed_minimiser():
         train_step(run, OneImage(), config, torch.device("cpu"))
     assert model.alpha.item() == pytest.approx(1.0, abs=0.03)
     assert model.beta.item() == pytest.approx(0.0, abs=0.03)
+
+
+def test_data_weighting_is_the_error_of_the_data_estimate():
+    g = torch.Generator().manual_seed(3)
+    noise, data = torch.randn(32, 3, 4, 4, generator=g), torch.randn(32, 3, 4, 4, generator=g)
+    t = torch.rand(32, generator=g) * 0.9
+    ids = torch.zeros(32, 1, dtype=torch.long)
+    some_field = lambda ids, x, t: 0.3 * x - C  # noqa: E731
+    x_t = (1 - t.view(-1, 1, 1, 1)) * noise + t.view(-1, 1, 1, 1) * data
+    estimate = x_t + (1 - t.view(-1, 1, 1, 1)) * some_field(ids, x_t, t)
+    expected = (estimate - data).pow(2).mean()
+    assert flow_matching_loss(some_field, ids, data, noise, t, "data").item() == pytest.approx(expected.item(), rel=1e-5)
+    assert flow_matching_loss(seed_minimiser, ids, C.expand(32, -1, -1, -1), noise, t, "data").item() < 1e-10
