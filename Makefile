@@ -81,8 +81,8 @@ train-reflow: setup
 		--teacher models/weights/flowmatch_shapes.safetensors \
 		--output models/weights/flowmatch_shapes_reflow.safetensors --run-dir runs/flowmatch_shapes_reflow \
 		--pairs 6144 --shard-size 128 --pairs-time-budget-s 1500 --teacher-method midpoint --teacher-steps 4 \
-		--cfg 4 --steps 3000 --time-budget-s 2400 --batch-size 64 --lr 3e-4 --warmup 50 --ema-decay 0.999 \
-		--t-sampling uniform_zero --loss-weighting data --caption-dropout 0 --seed 0 --threads 2
+		--cfg 4 --steps 3000 --time-budget-s 1800 --batch-size 64 --lr 3e-4 --warmup 50 --ema-decay 0.999 \
+		--t-sampling uniform_zero --loss-weighting data --filter-pairs --caption-dropout 0 --seed 0 --threads 2
 
 clean:
 	rm -rf $(VENV) $(DEFAULT_COMFYUI) .cache output

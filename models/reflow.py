@@ -20,6 +20,8 @@
    point a one-step sampler evaluates) and the loss is weighted as the data estimate's
    error (``--loss-weighting data``), so the one- and two-step points count as much as t
    near 1 (with the plain velocity loss, samples near t = 1 weigh up to 400 times more).
+   ``--filter-pairs`` drops the pairs whose image fails the analytic adherence check
+   (`models.evaluate.judge`), i.e. the teacher's visible mistakes.
 
 Under ``torchrun`` rank r writes shards k with k % N == r (the run dir must be on a
 filesystem all ranks share), then all ranks train on every shard.
@@ -118,6 +120,16 @@ def load_pairs(pairs_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return torch.cat(noises), torch.cat(images), captions
 
 
+def judged_valid(image: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """Boolean [N]: the pairs whose image shows its caption (`models.evaluate.judge`: colour, shape,
+    background and, where asked, position). Only for captions of the procedural shapes data."""
+    from .evaluate import judge
+
+    pixels = ((image + 1) / 2).clamp(0, 1)
+    verdicts = [judge(x, caption) for x, caption in zip(pixels, captions)]
+    return torch.tensor([v["all"] and v.get("position", True) for v in verdicts])
+
+
 class PairBatches:
     """Global batch of step k over stored pairs: (ids, image, noise, t), a pure function of (seed, k)."""
 
@@ -154,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher-method", default="midpoint", help="samplers method for the teacher")
     parser.add_argument("--teacher-steps", type=int, default=4, help="teacher solver steps")
     parser.add_argument("--cfg", type=float, default=4.0, help="teacher guidance scale (baked into the student)")
+    parser.add_argument("--filter-pairs", action="store_true",
+                        help="train only on pairs whose image passes models.evaluate.judge (shapes captions only)")
     parser.add_argument("--resume", action="store_true", help="continue training from <run-dir>/train_state.safetensors")
     add_runtime_arguments(parser)
     add_train_config_arguments(parser, REFLOW_DEFAULTS)
@@ -181,6 +195,11 @@ def reflow(args: argparse.Namespace, where: Distributed) -> None:
                    time_budget_s=args.pairs_time_budget_s, where=where)
     barrier(where)
     noise, image, captions = load_pairs(pairs_dir)
+    drawn = len(noise)
+    if args.filter_pairs:
+        keep = judged_valid(image, captions)
+        noise, image, captions = noise[keep], image[keep], [c for c, k in zip(captions, keep.tolist()) if k]
+        logger.info("kept %d of %d pairs whose image shows its caption", len(noise), drawn)
     pair_seconds = sum(shard_seconds(path) for path in pairs_dir.glob("pairs_*.safetensors"))
     logger.info("%d pairs (%.0f s of teacher time)", len(noise), pair_seconds)
     run = student_from_teacher(teacher, config, where)
@@ -189,7 +208,8 @@ def reflow(args: argparse.Namespace, where: Distributed) -> None:
         logger.info("resumed at step %d (%.0f s trained)", run.step, run.elapsed_s)
     batches = PairBatches(noise, image, teacher.tokenizer(captions), config)
     facts = {"reflow": {"teacher": Path(args.teacher).name, "teacher_method": args.teacher_method,
-                        "teacher_steps": args.teacher_steps, "teacher_cfg": args.cfg, "pairs": len(noise),
+                        "teacher_steps": args.teacher_steps, "teacher_cfg": args.cfg, "pairs_drawn": drawn,
+                        "pairs": len(noise), "filter_pairs": args.filter_pairs,
                         "pair_seconds": round(pair_seconds, 1)},
              "sampling": {"cfg": 1.0, "steps": [1, 2], "method": "euler"}}
     sample_grid = lambda run, path: save_sample_grid(run, path, settings=((1, 1.0), (2, 1.0)))  # noqa: E731

@@ -61,3 +61,13 @@ def test_cli_trains_a_student_from_the_teacher(teacher, tmp_path):
     deltas = [(a - b).abs().max().item() for a, b in zip(student.dit.state_dict().values(),
                                                          original.dit.state_dict().values())]
     assert 0 < max(deltas) < 0.05
+
+
+def test_pair_filter_keeps_images_that_show_their_caption():
+    from comfyui_flowmatch.models.reflow import judged_valid
+
+    images, captions = ShapesDataset(seed=3, size=32).batch(0, 6)
+    model_space = images * 2 - 1
+    noise = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    keep = judged_valid(torch.cat([model_space, noise]), captions + captions)
+    assert keep.tolist() == [True] * 6 + [False] * 6
