@@ -3,7 +3,7 @@
 ``python -m comfyui_flowmatch.models.reflow`` (``make train-reflow`` is the shipped recipe):
 
 1. **Pairs.** The teacher checkpoint integrates noise x0 to an image x1 with a solver
-   (default midpoint, 4 steps: 8 velocity calls) at its CFG (4) for captions of the
+   (default midpoint, 10 steps: 20 velocity calls) at its CFG (4) for captions of the
    training distribution (`ShapesDataset`, held-out colour/shape pairs excluded). Shards of `--shard-size`
    pairs go to ``<run-dir>/pairs/pairs_<k>.safetensors`` (tensors ``noise`` and ``image``
    in model space [-1, 1], fp32; captions in the metadata). Pair j uses noise seeded
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs-time-budget-s", type=float, default=0.0,
                         help="stop drawing new pairs after this many seconds (0 = no budget)")
     parser.add_argument("--teacher-method", default="midpoint", help="samplers method for the teacher")
-    parser.add_argument("--teacher-steps", type=int, default=4, help="teacher solver steps")
+    parser.add_argument("--teacher-steps", type=int, default=10, help="teacher solver steps")
     parser.add_argument("--cfg", type=float, default=4.0, help="teacher guidance scale (baked into the student)")
     parser.add_argument("--filter-pairs", action="store_true",
                         help="train only on pairs whose image passes models.evaluate.judge (shapes captions only)")
