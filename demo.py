@@ -1,7 +1,7 @@
 """`make demo`: the bundled model in a real ComfyUI, eight prompts through the batch client.
 
 Starts ComfyUI with this pack on a free local port, checks that the pack loaded, queues
-workflows/api/text_to_image_api.json for eight varied prompts (two of them colour/shape pairs
+example_workflows/api/text_to_image_api.json for eight varied prompts (two of them colour/shape pairs
 the model never saw in training), writes the PNGs, their JSON sidecars and a contact sheet
 to output/demo/, judges each image with the model's adherence check, prints the paths and
 stops the server. Then the few-step comparison: the same prompts and seeds with the base
@@ -27,7 +27,7 @@ from .client.local_server import REPO_ROOT, LocalComfyUI, LocalComfyUIError
 from .client.state import STATE_FILE_NAME, StateFile
 from .models.evaluate import judge
 
-WORKFLOW = REPO_ROOT / "workflows" / "api" / "text_to_image_api.json"
+WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 OUT_DIR = REPO_ROOT / "output" / "demo"
 FEW_STEPS_DIR = OUT_DIR / "few_steps"
 BASE_CHECKPOINT = "flowmatch_shapes.safetensors"

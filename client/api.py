@@ -25,6 +25,14 @@ class ServerUnavailable(ConnectionError):
     """The server did not answer, or answered with a 5xx."""
 
 
+class ServerError(ServerUnavailable):
+    """The server answered with a 5xx: `status` and `message` are its own (the body, shortened)."""
+
+    def __init__(self, url: str, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(f"{url} answered {status} {http.client.responses.get(status, '')}: {message}".replace(" :", ":"))
+
+
 class PromptRejected(ValueError):
     """POST /prompt answered 400: `error` and `node_errors` are ComfyUI's validation report."""
 
@@ -34,11 +42,29 @@ class PromptRejected(ValueError):
         super().__init__(self.error.get("message", "prompt rejected"))
 
 
+def check_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host.
+
+    Raises:
+        ValueError: names the URL and shows the expected shape.
+    """
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    try:
+        port_ok = parts is not None and (parts.port is None or 0 < parts.port < 65536)
+    except ValueError:
+        port_ok = False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError(f"server {url!r} is not an http(s) URL with a host; use e.g. http://127.0.0.1:8188")
+    if parts.query or parts.fragment:
+        raise ValueError(f"server {url!r}: give the server's base URL, without ?query or #fragment")
+    return url
+
+
 class ComfyAPI:
     """JSON over HTTP to one ComfyUI server at `url` (e.g. ``http://127.0.0.1:8188``)."""
 
     def __init__(self, url: str, timeout: float = 30.0):
-        self.url = url.rstrip("/")
+        self.url = check_url(url).rstrip("/")
         self.timeout = timeout
 
     def __repr__(self) -> str:
@@ -68,7 +94,7 @@ class ComfyAPI:
         except urllib.error.HTTPError as error:
             payload = _parse(error.read())
             if error.code >= 500 and raise_5xx:
-                raise ServerUnavailable(f"{self.url}{path} answered {error.code}: {payload}") from error
+                raise ServerError(f"{method} {self.url}{path}", error.code, _shorten(payload)) from error
             return error.code, payload
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             raise ServerUnavailable(f"{self.url}{path}: {getattr(error, 'reason', error)}") from error
@@ -77,7 +103,7 @@ class ComfyAPI:
         """GET a JSON route; a 4xx answer raises ValueError naming the path, a body that is not JSON ServerUnavailable."""
         status, payload = self.request("GET", path, timeout=timeout)
         if status >= 400:
-            raise ValueError(f"GET {self.url}{path} answered {status}: {payload}")
+            raise ValueError(f"GET {self.url}{path} answered {status}: {_shorten(payload)}")
         if isinstance(payload, str):
             raise ServerUnavailable(f"GET {self.url}{path} answered {status} without JSON (cut short?): {payload[:200]}")
         return payload
@@ -99,7 +125,7 @@ class ComfyAPI:
             return payload
         if isinstance(payload, dict):
             raise PromptRejected(payload.get("error", f"HTTP {status}"), payload.get("node_errors", {}))
-        raise PromptRejected(f"HTTP {status}: {payload}", {})
+        raise PromptRejected(f"POST {self.url}/prompt answered {status}: {_shorten(payload)}", {})
 
     def history(self, prompt_id: str) -> dict | None:
         """The /history entry of `prompt_id`, or None while it is not finished (or unknown)."""
@@ -122,7 +148,7 @@ class ComfyAPI:
                 return response.read()
         except urllib.error.HTTPError as error:
             if error.code >= 500:
-                raise ServerUnavailable(f"{self.url}/view {filename}: HTTP {error.code}") from error
+                raise ServerError(f"GET {self.url}/view {filename}", error.code, _shorten(_parse(error.read()))) from error
             raise ValueError(f"{self.url}/view?{query} answered {error.code}") from error
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             raise ServerUnavailable(f"{self.url}/view {filename}: {getattr(error, 'reason', error)}") from error
@@ -147,6 +173,14 @@ def with_retries(call: Callable[[], T], attempts: int = 3, first_delay: float = 
             time.sleep(delay)
             delay *= 2
     return call()
+
+
+def _shorten(payload: Any, limit: int = 300) -> str:
+    """A server's error body as one short line (JSON error messages unwrapped)."""
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        payload = payload["error"].get("message") or payload["error"]
+    text = " ".join(str(payload if payload is not None else "(empty body)").split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _parse(raw: bytes) -> Any:

@@ -3,7 +3,9 @@
 Seeds (applied to every literal ``seed``/``noise_seed`` input, or to the inputs named by
 `seed_inputs`): a row's ``seed`` column wins; otherwise the `SeedPlan`:
 ``fixed`` (every row the same seed), ``range`` (successive seeds over the jobs in order),
-or ``derived`` (default: a stable hash of the job key and the row, so reruns agree).
+or ``derived`` (default: a hash of the row's values and the repeat, so reruns agree and
+inserting, removing or reordering rows leaves every other row's seed unchanged; the n-th
+identical copy of a row also hashes n, so duplicates still differ).
 With ``--repeat N`` the k-th repeat (from 0) adds k to a row's or a fixed seed.
 """
 
@@ -95,10 +97,13 @@ def plan_jobs(
         raise ValueError(f"seed range {seeds.start}-{seeds.stop} has fewer seeds than the {len(rows) * repeat} jobs")
     targets = _seed_targets(workflow, object_info, seed_inputs)
     jobs, issues = [], []
+    copies: collections.Counter[str] = collections.Counter()
     for position, row in enumerate(rows):
         prompt, row_issues = apply_row(workflow, row.values, object_info)
+        identity = json.dumps(row.values, sort_keys=True, default=str)
+        copies[identity] += 1
         for k in range(repeat):
-            seed = _seed(seeds, row, k, position * repeat + k)
+            seed = _seed(seeds, row, k, position * repeat + k, [identity, copies[identity], k])
             if isinstance(seed, Issue):
                 issues.append(seed.for_row(row.label))
                 break
@@ -127,7 +132,7 @@ def _seed_targets(workflow: dict, object_info: dict, seed_inputs: list[str] | No
     ]
 
 
-def _seed(seeds: SeedPlan, row: Row, k: int, index: int) -> int | Issue:
+def _seed(seeds: SeedPlan, row: Row, k: int, index: int, identity: list) -> int | Issue:
     if "seed" in row.values:
         try:
             return int(str(row.values["seed"]).strip()) + k
@@ -137,7 +142,7 @@ def _seed(seeds: SeedPlan, row: Row, k: int, index: int) -> int | Issue:
         return seeds.start + k
     if seeds.mode == "range":
         return seeds.start + index
-    digest = hashlib.sha256(json.dumps([row.index, k, row.values], sort_keys=True, default=str).encode()).digest()
+    digest = hashlib.sha256(json.dumps(identity).encode()).digest()
     return int.from_bytes(digest[:4], "big")
 
 

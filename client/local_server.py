@@ -60,6 +60,16 @@ def cuda_available(python: str = sys.executable) -> bool:
     return probe.returncode == 0 and probe.stdout.strip() == "True"
 
 
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a server starts with: `base` (default os.environ), unbuffered output, and
+    ``OMP_WAIT_POLICY=PASSIVE`` unless `base` sets it.
+
+    OpenMP's default lets idle torch threads spin; a server next to a trainer or a second
+    server on the same cores then slows both by up to 20x (see docs/benchmarks.md).
+    """
+    return {"OMP_WAIT_POLICY": "PASSIVE", **(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
+
+
 @dataclass
 class LocalComfyUI:
     """A ComfyUI process serving on 127.0.0.1:`port` from `base_dir`.
@@ -72,6 +82,8 @@ class LocalComfyUI:
         comfyui_dir: the ComfyUI tree (see `comfyui_path`).
         start_timeout: seconds to wait for /system_stats.
         with_pack: install this pack (and fail if it does not import); False gives plain ComfyUI.
+        pack_folder: the pack's folder name under custom_nodes/ (a symlink to this repository,
+            unless that folder already exists, e.g. a clone); any name works.
     """
 
     base_dir: Path | None = None
@@ -81,6 +93,7 @@ class LocalComfyUI:
     comfyui_dir: Path | None = None
     start_timeout: float = float(os.environ.get("COMFY_START_TIMEOUT", "240"))
     with_pack: bool = True
+    pack_folder: str = PACK_FOLDER_NAME
     process: subprocess.Popen | None = field(default=None, repr=False)
     starts: int = 0
     _owns_base_dir: bool = field(default=False, repr=False)
@@ -137,17 +150,16 @@ class LocalComfyUI:
             LocalComfyUIError: the process exited, did not answer in time, or logged an
                 import failure of this pack (the log is in the message).
         """
-        link = self.base_dir / "custom_nodes" / PACK_FOLDER_NAME
+        link = self.base_dir / "custom_nodes" / self.pack_folder
         link.parent.mkdir(parents=True, exist_ok=True)
         if self.with_pack and not link.exists():
             link.symlink_to(REPO_ROOT, target_is_directory=True)
         command = self.command()
         self.starts += 1
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 command, cwd=comfyui_path(self.comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                env=server_environment(), start_new_session=True,
             )
         log.info("starting ComfyUI on %s (log: %s)", self.url, self.log_path)
         self._wait_ready()
@@ -166,7 +178,7 @@ class LocalComfyUI:
             time.sleep(0.3)
         failures = self.with_pack and [
             line for line in self.log().splitlines()
-            if PACK_FOLDER_NAME in line and any(marker in line for marker in IMPORT_FAILURE_MARKERS)
+            if self.pack_folder in line and any(marker in line for marker in IMPORT_FAILURE_MARKERS)
         ]
         if failures:
             self.stop()

@@ -2,7 +2,10 @@
 
 Images are fetched with GET /view, so the PNG text chunks ComfyUI wrote (``prompt`` and
 ``workflow``) are kept. Names: ``<job>-<seed>.png``; a job with several images gets
-``<job>-<seed>_<n>.png`` (n from 1). Every write is atomic (temporary file + rename).
+``<job>-<seed>_<n>.png`` (n from 1). The server's suffix is kept if it is one of
+`MEDIA_SUFFIXES` (so an image can never be named like its ``.json`` sidecar or the state
+file); a job whose server file has another suffix fails with the file's name. Every write
+is atomic (temporary file + rename) and leaves no temporary file behind when it fails.
 """
 
 from __future__ import annotations
@@ -24,9 +27,21 @@ def output_images(history_entry: dict) -> list[dict]:
     return images
 
 
+MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".apng", ".avif", ".bmp", ".tif", ".tiff",
+                  ".mp4", ".webm", ".mov", ".mkv")
+
+
 def image_names(job: Job, images: list[dict]) -> list[str]:
-    """The file names the job's images get in the output folder."""
-    suffixes = [Path(image["filename"]).suffix or ".png" for image in images]
+    """The file names the job's images get in the output folder.
+
+    Raises:
+        ValueError: a server file whose suffix is not in `MEDIA_SUFFIXES`, named.
+    """
+    suffixes = [Path(str(image.get("filename", ""))).suffix.lower() or ".png" for image in images]
+    for image, suffix in zip(images, suffixes):
+        if suffix not in MEDIA_SUFFIXES:
+            raise ValueError(f"the server saved {image.get('filename')!r}; the client only saves images and videos "
+                             f"({', '.join(MEDIA_SUFFIXES)}), so it is left on the server")
     if len(images) == 1:
         return [f"{job.stem}{suffixes[0]}"]
     return [f"{job.stem}_{n}{suffix}" for n, suffix in enumerate(suffixes, 1)]
@@ -73,6 +88,9 @@ def job_description(job: Job) -> dict[str, Any]:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one."""
     temporary = path.with_name(f".{path.name}.part")
-    with open(temporary, "wb") as out:
-        out.write(data)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

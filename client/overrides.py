@@ -8,7 +8,8 @@ Columns:
 - ``<node>.<input>``: one input of the node with that id or title (``6.text``, ``Sampler.steps``);
 - any other name: that input on every node that has it (``steps``, ``cfg``, ``sampler_name``;
   ``solver`` and ``sampler`` also match ``sampler_name``).
-``seed`` and ``name`` are read by the job planner. CSV strings are converted to the
+``seed`` and ``name`` are read by the job planner; ``image`` names a local input image
+and ``source_image`` keeps its path (see `images`). CSV strings are converted to the
 input's type; what does not fit is left for `validate` to report.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from .issues import Issue
 from .validate import input_specs, is_link
 
-PLANNER_COLUMNS = frozenset({"seed", "name"})
+PLANNER_COLUMNS = frozenset({"seed", "name", "source_image"})
 TEXT_ROLES = {"prompt": ("positive", {"prompt", "positive", "positive prompt"}), "negative": ("negative", {"negative", "negative prompt"})}
 TEXT_INPUTS = ("text", "prompt")
 INPUT_ALIASES = {"solver": ("solver", "sampler_name"), "sampler": ("sampler", "sampler_name", "solver")}

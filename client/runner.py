@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from .api import ComfyAPI, PromptRejected, ServerUnavailable, with_retries
+from .api import ComfyAPI, PromptRejected, ServerError, ServerUnavailable, with_retries
 from .events import ServerEvents
 from .issues import issues_from_node_errors
 from .jobs import Job
@@ -70,6 +70,7 @@ class Attempt:
     number: int
     submitted_at: float
     missing_since: float | None = None
+    error: str | None = None
 
 
 @dataclass(eq=False)
@@ -116,7 +117,10 @@ class BatchRunner:
         state: StateFile,
         settings: QueueSettings = QueueSettings(),
         extra_data: dict[str, Any] | None = None,
+        prepare: Callable[[Job, ComfyAPI], None] | None = None,
     ):
+        """`prepare(job, api)` runs before each submission (e.g. uploads the job's input image);
+        ServerUnavailable from it marks the server down and the job waits for another one."""
         if not servers:
             raise ValueError("give at least one server URL")
         self.jobs = jobs
@@ -125,6 +129,7 @@ class BatchRunner:
         self.state = state
         self.settings = settings
         self.extra_data = extra_data or {}
+        self.prepare = prepare
         # Stable per output folder, so a resumed batch still hears about the jobs it queued before.
         self.client_id = f"flowmatch-queue-{uuid.uuid5(uuid.NAMESPACE_URL, str(self.out_dir.resolve())).hex[:12]}"
         self.pending: collections.deque[Job] = collections.deque()
@@ -149,6 +154,11 @@ class BatchRunner:
                 self._step()
         except KeyboardInterrupt:
             self.summary.stopped = f"interrupted with {len(self.attempts)} jobs queued on servers"
+        except OSError as error:
+            # A full disk or a lost permission: stop cleanly; the journal still knows every queued job.
+            log.error("cannot write in %s: %s", self.out_dir, error)
+            self.summary.stopped = (f"cannot write in {self.out_dir} ({error}); free space or fix permissions, "
+                                    f"then rerun the same command to collect the {len(self.attempts)} queued jobs")
         finally:
             for listener in listeners:
                 listener.stop()
@@ -260,7 +270,7 @@ class BatchRunner:
                 attempt.missing_since = now
                 server.next_audit = min(server.next_audit, now + self.settings.confirm_s)
             elif now - attempt.missing_since >= self.settings.confirm_s:
-                self._lose(attempt, f"{server.url} has it in neither its queue nor its history (restarted?)")
+                self._lose(attempt, f"{server.url} has it in neither its queue nor its history ({attempt.error or 'restarted?'})")
 
     def _collect(self, attempt: Attempt) -> bool:
         """Finish `attempt` if /history has it; returns whether it did."""
@@ -275,7 +285,7 @@ class BatchRunner:
             try:
                 self._finish(attempt, entry)
             except ValueError as error:
-                self._fail(attempt, f"could not fetch its images: {error}")
+                self._fail(attempt, f"its images were not saved: {error}")
         else:
             self._fail(attempt, f"history says {status.get('status_str')!r} but not completed")
         return True
@@ -341,6 +351,19 @@ class BatchRunner:
             self._submit(self.pending.popleft(), server)
 
     def _submit(self, job: Job, server: Server) -> None:
+        if self.prepare is not None:
+            try:
+                self.prepare(job, server.api)
+            except ServerUnavailable as error:
+                server.mark_down(error)
+                self.pending.appendleft(job)
+                return
+            except (ValueError, OSError) as error:
+                log.error("job %s (%s) failed: %s", job.key, job.row.label, error)
+                self.state.failed(job.key, job.fingerprint, str(error), None, server.url)
+                self.summary.failed[job.key] = str(error)
+                self.bar.update(1)
+                return
         prompt_id = str(uuid.uuid4())
         number = self.state.submitted(job.key, job.fingerprint, prompt_id, server.url)
         attempt = Attempt(job, prompt_id, server, number, time.time())
@@ -349,7 +372,12 @@ class BatchRunner:
             server.api.submit(job.prompt, prompt_id, self.client_id, self.extra_data)
         except PromptRejected as rejected:
             issues = issues_from_node_errors(rejected.node_errors, job.prompt, rejected.error)
-            self._fail(attempt, "server rejected the prompt: " + "; ".join(str(issue) for issue in issues))
+            self._fail(attempt, f"server rejected the prompt ({server.url}): " + "; ".join(str(issue) for issue in issues))
+        except ServerError as error:
+            # It answered, so it is up; whether the prompt got queued anyway is for the audit to see.
+            log.warning("job %s: %s", job.key, error)
+            attempt.error = str(error)
+            server.next_audit = 0.0
         except ServerUnavailable as error:
             # The POST may or may not have arrived: the audit after the server answers again decides.
             server.mark_down(error)

@@ -12,6 +12,7 @@ that says exactly what may be running where. Events:
 
 Loading folds the events into one `JobRecord` per job; a torn last line (a kill in the
 middle of a write) is ignored. On open the file is compacted (rewritten atomically).
+Opening takes the folder's lock (`folder_lock`), so one folder has one writer at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .folder_lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,29 @@ class StateFile:
     """The journal at `folder/queue-state.jsonl`, with the folded `records` by job key."""
 
     def __init__(self, folder: str | Path):
-        self.path = Path(folder) / STATE_FILE_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records: dict[str, JobRecord] = self._load()
-        self._compact()
-        self._file = open(self.path, "a", encoding="utf-8")
+        """Open (creating the folder if needed), lock, load and compact the journal.
+
+        Raises:
+            ValueError: `folder` is a file, another run holds it (`FolderBusy`), or the journal
+                is damaged before its last line; the message names the path.
+        """
+        folder = Path(folder)
+        self.path = folder / STATE_FILE_NAME
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"output folder {folder} is a file; give a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = FolderLock(folder)
+        try:
+            self.records: dict[str, JobRecord] = self._load()
+            self._compact()
+            self._file = open(self.path, "a", encoding="utf-8")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def close(self) -> None:
         self._file.close()
+        self._lock.release()
 
     def submitted(self, job: str, fingerprint: str, prompt_id: str, server: str) -> int:
         """Record an attempt before its POST; returns the attempt number (from 1)."""
@@ -85,7 +103,11 @@ class StateFile:
         records: dict[str, JobRecord] = {}
         if not self.path.exists():
             return records
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{self.path} is not a state file (not UTF-8 text: {error.reason}); "
+                             f"move it away to start the batch afresh") from None
         for number, line in enumerate(lines, 1):
             try:
                 _fold(records, json.loads(line))
@@ -99,12 +121,15 @@ class StateFile:
 
     def _compact(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as out:
-            for record in self.records.values():
-                out.write(json.dumps({"event": "record", **asdict(record)}) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with open(temporary, "w", encoding="utf-8") as out:
+                for record in self.records.values():
+                    out.write(json.dumps({"event": "record", **asdict(record)}) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 def _fold(records: dict[str, JobRecord], event: dict[str, Any]) -> None:

@@ -7,16 +7,17 @@ batch size after one warm-up call. Peak memory is the process's peak resident se
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import resource
+import sys
 import time
 
 import torch
 
 from .checkpoint import load_checkpoint
-from .generate import DEFAULT_CHECKPOINT, generate_images
+from .cli_args import MAX_STEPS, CLIParser, device_name, finite_float, int_in, run_cli, solver_name
+from .generate import DEFAULT_CHECKPOINT, MAX_BATCH, generate_images
 
 logger = logging.getLogger(__name__)
 
@@ -43,28 +44,33 @@ def throughput(bundle, batch: int, steps: int, method: str, cfg: float, repeats:
             "images_per_s": round(batch / best, 2)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m comfyui_flowmatch.models.benchmark", description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    """CLI: returns 0, or 2 with a one-line error (arguments, checkpoint) before any timing."""
+    parser = CLIParser(prog="python -m comfyui_flowmatch.models.benchmark", description=__doc__)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--method", default="euler")
-    parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", type=int_in(1, MAX_BATCH), nargs="+", default=[1, 16])
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=20)
+    parser.add_argument("--method", type=solver_name, default="euler")
+    parser.add_argument("--cfg", type=finite_float(), default=4.0)
+    parser.add_argument("--repeats", type=int_in(1, 1000), default=3)
+    parser.add_argument("--threads", type=int_in(1, 1024), default=None)
+    parser.add_argument("--device", type=device_name, default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    bundle = load_checkpoint(args.checkpoint, device)
-    logger.info("threads %d, loaded: peak memory %.0f MiB", torch.get_num_threads(), peak_memory_mib(device))
-    for batch in args.batches:
-        row = throughput(bundle, batch, args.steps, args.method, args.cfg, args.repeats)
-        row["peak_memory_mib"] = round(peak_memory_mib(device), 1)
-        logger.info(json.dumps(row))
+
+    def run() -> None:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = torch.device(args.device)
+        bundle = load_checkpoint(args.checkpoint, device)
+        logger.info("threads %d, loaded: peak memory %.0f MiB", torch.get_num_threads(), peak_memory_mib(device))
+        for batch in args.batches:
+            row = throughput(bundle, batch, args.steps, args.method, args.cfg, args.repeats)
+            row["peak_memory_mib"] = round(peak_memory_mib(device), 1)
+            logger.info(json.dumps(row))
+
+    return run_cli(parser.prog, run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

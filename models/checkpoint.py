@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .checkpoint_validate import MAX_HEADER_BYTES, CheckpointError, check_architecture, shown, validate_header
 from .dit import DiTConfig, FlowDiT
 from .text import TextConfig, TextEncoder, Tokenizer
 
@@ -35,13 +36,8 @@ FORMAT_NAME = "comfyui-flowmatch"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 METADATA_KEYS = ("format", "format_version", "dit_config", "text_config", "tokenizer", "latent", "training")
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
-_SAFETENSORS_DTYPES = {"F16", "BF16", "F32", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"}
-
-
-class CheckpointError(ValueError):
-    """A file is not a valid comfyui-flowmatch checkpoint; the message names the file and the problem."""
-
+# What our own weights may be stored as (torch reads them all; `load_checkpoint` upcasts to fp32).
+WEIGHT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"})
 
 @dataclass
 class FlowMatchBundle:
@@ -69,7 +65,12 @@ def latent_description(config: DiTConfig) -> dict:
     }
 
 
-def _sniff_refusal(path: Path, head: bytes) -> str | None:
+def _sniff_refusal(head: bytes, size: int) -> str | None:
+    """Why the first 9 bytes are a pickle or zip, not safetensors. A safetensors file is
+    recognised first (a fitting header length, then `{`): its length's low byte may be
+    0x80 or spell "PK"."""
+    if len(head) == 9 and struct.unpack("<Q", head[:8])[0] <= size - 8 and head[8:9] == b"{":
+        return None
     if head[:1] == b"\x80":
         return "it is a Python pickle (refusing to unpickle: pickles can run code)"
     if head[:2] == b"PK":
@@ -78,47 +79,48 @@ def _sniff_refusal(path: Path, head: bytes) -> str | None:
 
 
 def read_header(path: str | os.PathLike) -> dict:
-    """Parse and sanity-check the safetensors JSON header of `path` without reading tensors.
+    """Parse and check the safetensors JSON header of `path` without reading tensors
+    (`checkpoint_validate.validate_header`: every dtype of the format is accepted).
+
+    Symlinks are followed, as ComfyUI's own model lists do; the target must be a regular
+    file, and no error message quotes its bytes.
 
     Raises:
-        CheckpointError: missing file, pickle/zip file, not safetensors, truncated.
+        CheckpointError: missing or non-regular file, pickle/zip file, not safetensors,
+            truncated, malformed header entry (naming the entry).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a folder, device or pipe); a checkpoint must be a file")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
-        refusal = _sniff_refusal(path, head)
+        head = f.read(9)
+        refusal = _sniff_refusal(head, size)
         if refusal:
             raise CheckpointError(f"{path}: not a safetensors file: {refusal}")
-        if len(head) < 8:
+        if size < 8:
             raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, _MAX_HEADER_BYTES):
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if header_len > min(size - 8, MAX_HEADER_BYTES):
             raise CheckpointError(
-                f"{path}: not a safetensors file or truncated (header length {header_len} > file size {size})"
+                f"{path}: not a safetensors file, or truncated: its first 8 bytes do not give a header length "
+                f"that fits in the file ({size} bytes)"
             )
+        f.seek(8)
         raw = f.read(header_len)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {err})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    data_len = size - 8 - header_len
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(info, dict) or info.get("dtype") not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{path}: corrupted safetensors header entry for tensor {name!r}")
-        offsets = info.get("data_offsets")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
-            raise CheckpointError(f"{path}: corrupted data offsets for tensor {name!r}")
-        if offsets[1] > data_len:
-            raise CheckpointError(
-                f"{path}: truncated file: tensor {name!r} ends at byte {offsets[1]} of a {data_len}-byte data section"
-            )
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        problem = f"not UTF-8 text at byte {err.start}"
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {problem})") from None
+    except json.JSONDecodeError as err:
+        problem = f"{err.msg} at byte {err.pos}"
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {problem})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a safetensors file (header JSON nested too deeply)") from None
+    validate_header(header, path, size - 8 - header_len)
     return header
 
 
@@ -134,21 +136,22 @@ def read_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     raw = read_header(path).get("__metadata__") or {}
     if raw.get("format") != FORMAT_NAME:
-        found = raw.get("format", "no 'format' key")
-        raise CheckpointError(f"{path}: not a {FORMAT_NAME} checkpoint (metadata format: {found!r})")
+        found = shown(raw["format"]) if "format" in raw else "no 'format' key"
+        raise CheckpointError(f"{path}: not a {FORMAT_NAME} checkpoint (metadata format: {found})")
     missing = [k for k in METADATA_KEYS if k not in raw]
     if missing:
         raise CheckpointError(f"{path}: metadata is missing key(s) {missing}")
     if raw["format_version"] not in {str(v) for v in SUPPORTED_VERSIONS}:
         raise CheckpointError(
-            f"{path}: unknown format version {raw['format_version']!r}; this code reads {sorted(SUPPORTED_VERSIONS)}"
+            f"{path}: unknown format version {shown(raw['format_version'])}; "
+            f"this code reads {sorted(SUPPORTED_VERSIONS)}"
         )
     parsed = {}
     for key in ("dit_config", "text_config", "tokenizer", "latent", "training"):
         try:
             parsed[key] = json.loads(raw[key])
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON ({err})") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from None
         if not isinstance(parsed[key], dict):
             raise CheckpointError(f"{path}: metadata {key!r} must be a JSON object")
     return {
@@ -170,13 +173,15 @@ def is_flowmatch_checkpoint(path: str | os.PathLike) -> bool:
     return True
 
 
-def build_modules(metadata: dict, path: Path) -> tuple[FlowDiT, TextEncoder, Tokenizer]:
-    """Construct (uninitialised-weights) networks and tokenizer from parsed metadata."""
+def build_configs(metadata: dict, path: Path) -> tuple[DiTConfig, TextConfig, Tokenizer]:
+    """The architecture and tokenizer from parsed metadata, checked for types, limits and
+    consistency; nothing is allocated."""
+    check_architecture(path, metadata)
     try:
         dit_config = DiTConfig(**metadata["config"]["dit"])
         text_config = TextConfig(**metadata["config"]["text"])
         tokenizer = Tokenizer(vocab=tuple(metadata["tokenizer"]["vocab"]),
-                              max_length=int(metadata["tokenizer"]["max_length"]))
+                              max_length=metadata["tokenizer"]["max_length"])
     except (TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid architecture or tokenizer in metadata: {err}") from None
     if len(tokenizer.vocab) != text_config.vocab_size or tokenizer.max_length != text_config.max_length:
@@ -188,44 +193,64 @@ def build_modules(metadata: dict, path: Path) -> tuple[FlowDiT, TextEncoder, Tok
         raise CheckpointError(f"{path}: dit text_dim {dit_config.text_dim} != text encoder dim {text_config.dim}")
     latent = metadata["latent"]
     if latent != json.loads(json.dumps(latent_description(dit_config))):
-        raise CheckpointError(f"{path}: latent description {latent} does not match the architecture")
-    return FlowDiT(dit_config), TextEncoder(text_config), tokenizer
+        raise CheckpointError(f"{path}: latent description {shown(latent)} does not match the architecture")
+    return dit_config, text_config, tokenizer
 
 
-def _expected_shapes(dit: FlowDiT, text_encoder: TextEncoder) -> dict[str, tuple[int, ...]]:
+def expected_shapes(dit_config: DiTConfig, text_config: TextConfig) -> dict[str, tuple[int, ...]]:
+    """Checkpoint key -> tensor shape for an architecture, from networks built on the meta
+    device (no memory is allocated, whatever the sizes)."""
+    with torch.device("meta"):
+        dit, text_encoder = FlowDiT(dit_config), TextEncoder(text_config)
     shapes = {f"dit.{k}": tuple(v.shape) for k, v in dit.state_dict().items()}
     shapes.update({f"text.{k}": tuple(v.shape) for k, v in text_encoder.state_dict().items()})
     return shapes
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> FlowMatchBundle:
-    """Validate and load a checkpoint; networks come back in eval mode, fp32, on `device`.
-
-    Raises:
-        CheckpointError: anything wrong (not safetensors, pickle, truncated, other format,
-            unknown version, missing/unexpected tensors, wrong shapes); the message names
-            the file and the problem.
-    """
-    path = Path(path)
-    metadata = read_metadata(path)
-    header = read_header(path)
-    dit, text_encoder, tokenizer = build_modules(metadata, path)
-    expected = _expected_shapes(dit, text_encoder)
+def _check_tensors(header: dict, expected: dict[str, tuple[int, ...]], path: Path) -> None:
     stored = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     missing = sorted(set(expected) - set(stored))
     if missing:
         raise CheckpointError(f"{path}: missing tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     unexpected = sorted(set(stored) - set(expected))
     if unexpected:
-        raise CheckpointError(f"{path}: unexpected tensor(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        shown_names = ", ".join(shown(name) for name in unexpected[:5])
+        raise CheckpointError(f"{path}: unexpected tensor(s) {shown_names}{' ...' if len(unexpected) > 5 else ''}")
     wrong = [f"{k} {stored[k]} (expected {expected[k]})" for k in expected if stored[k] != expected[k]]
     if wrong:
         raise CheckpointError(f"{path}: wrong tensor shape(s): {'; '.join(wrong[:5])}")
+    not_float = [f"{k} ({header[k]['dtype']})" for k in expected if header[k]["dtype"] not in WEIGHT_DTYPES]
+    if not_float:
+        raise CheckpointError(
+            f"{path}: weights must be stored as one of {sorted(WEIGHT_DTYPES)}; found {', '.join(not_float[:5])}"
+        )
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> FlowMatchBundle:
+    """Validate and load a checkpoint; networks come back in eval mode, fp32, on `device`.
+
+    Order: header structure, metadata, architecture limits, tensor names, shapes and
+    dtypes against the architecture (built on the meta device), and only then real
+    networks, whose size the file's own tensors bound.
+
+    Raises:
+        CheckpointError: anything wrong (not safetensors, pickle, truncated, malformed
+            header, other format, unknown version, out-of-range architecture,
+            missing/unexpected tensors, wrong shapes or dtypes); the message names the
+            file and the problem.
+    """
+    path = Path(path)
+    header = read_header(path)
+    metadata = read_metadata(path)
+    dit_config, text_config, tokenizer = build_configs(metadata, path)
+    expected = expected_shapes(dit_config, text_config)
+    _check_tensors(header, expected, path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k).float() for k in expected}
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: could not read tensors: {err}") from None
+    dit, text_encoder = FlowDiT(dit_config), TextEncoder(text_config)
     dit.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")})
     text_encoder.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("text.")})
     return FlowMatchBundle(

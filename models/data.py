@@ -214,25 +214,70 @@ class FolderDataset:
 
 
 def load_folder(folder: Path, size: int) -> tuple[torch.Tensor, list[str]]:
-    """Load every image with a ``.txt`` sibling: ([N, 3, size, size] in [0, 1], captions)."""
-    images, captions = [], []
+    """Load every image with a ``.txt`` sibling: ([N, 3, size, size] in [0, 1], captions).
+
+    An image or caption that cannot be read (corrupt or truncated file, not UTF-8, empty
+    caption, no permission) is skipped with a warning naming the file.
+
+    Raises:
+        ValueError: nothing usable is left; the message counts what was skipped.
+    """
+    images, captions, skipped = [], [], 0
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         caption_path = path.with_suffix(".txt")
         if not caption_path.is_file():
             logger.warning("skipping %s: no caption file %s", path.name, caption_path.name)
+            skipped += 1
             continue
+        try:
+            caption = read_caption(caption_path)
+            image = read_image(path, size)
+        except ValueError as error:
+            logger.warning("skipping %s", error)
+            skipped += 1
+            continue
+        images.append(image)
+        captions.append(caption)
+    if not images:
+        raise ValueError(f"no captioned images could be used in {folder} ({skipped} skipped, see the warnings above); "
+                         f"the folder needs image files ({', '.join(sorted(IMAGE_SUFFIXES))}) with same-name .txt captions")
+    return torch.stack(images), captions
+
+
+def read_caption(path: Path) -> str:
+    """The stripped UTF-8 text of a caption file.
+
+    Raises:
+        ValueError: unreadable, not UTF-8, or empty; names the file.
+    """
+    try:
+        caption = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: caption is not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except OSError as error:
+        raise ValueError(f"{path}: caption cannot be read ({error.strerror or error})") from error
+    if not caption:
+        raise ValueError(f"{path}: caption is empty")
+    return caption
+
+
+def read_image(path: Path, size: int) -> torch.Tensor:
+    """An image file center-cropped to a square and resized: [3, size, size] in [0, 1].
+
+    Raises:
+        ValueError: not a readable image (corrupt, truncated, too many pixels, no permission); names the file.
+    """
+    try:
         with Image.open(path) as im:
             im = im.convert("RGB")
             side = min(im.size)
             left, top = (im.width - side) // 2, (im.height - side) // 2
             im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-            images.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1))
-        captions.append(caption_path.read_text(encoding="utf-8").strip())
-    if not images:
-        raise ValueError(f"no captioned images in {folder} (need image files with same-name .txt captions)")
-    return torch.stack(images), captions
+            return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from error
 
 
 def position_of(cx: float, cy: float, size: int) -> str:

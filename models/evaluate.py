@@ -19,12 +19,14 @@ import argparse
 import json
 import logging
 import re
+import sys
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cli_args import MAX_STEPS, CLIParser, finite_float, int_in, run_cli, writable_file
 from .data import BACKGROUNDS, COLORS, HELD_OUT, POSITIONS, SEEN, SHAPES, make_caption, position_of, shape_mask
 
 logger = logging.getLogger(__name__)
@@ -201,36 +203,48 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def parse_setting(text: str) -> tuple[str, int]:
-    """``"euler:20"`` -> ("euler", 20)."""
+    """``"euler:20"`` -> ("euler", 20): a fixed-step solver and 1 to `MAX_STEPS` steps."""
+    from ..samplers import METHODS
+
     method, _, steps = text.partition(":")
-    if not steps.isdigit() or int(steps) < 1:
-        raise argparse.ArgumentTypeError(f"setting {text!r} must look like 'euler:20'")
+    if not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"setting {text!r} must look like 'euler:20' (1 to {MAX_STEPS} steps)")
+    if method not in METHODS:
+        raise argparse.ArgumentTypeError(f"setting {text!r}: unknown solver {method!r}; choose one of {', '.join(sorted(METHODS))}")
     return method, int(steps)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """CLI: returns 0, or 2 with a one-line error (arguments, --json path, checkpoint) before sampling."""
     from .checkpoint import load_checkpoint
     from .generate import DEFAULT_CHECKPOINT
 
-    parser = argparse.ArgumentParser(prog="python -m comfyui_flowmatch.models.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CLIParser(prog="python -m comfyui_flowmatch.models.evaluate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--settings", nargs="+", type=parse_setting,
                         default=[("euler", 20), ("midpoint", 10), ("euler", 200)])
-    parser.add_argument("--samples", type=int, default=200, help="samples per split")
-    parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None, help="write the rows to this JSON file")
+    parser.add_argument("--samples", type=int_in(1, 100_000), default=200, help="samples per split")
+    parser.add_argument("--cfg", type=finite_float(), default=4.0)
+    parser.add_argument("--seed", type=int_in(0), default=0)
+    parser.add_argument("--threads", type=int_in(1, 1024), default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = evaluate(load_checkpoint(args.checkpoint), args.settings, args.samples, args.cfg, args.seed)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-    logger.info("\n%s", markdown_table(rows))
+
+    def run() -> None:
+        if args.json:
+            writable_file(args.json, (".json",))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        rows = evaluate(load_checkpoint(args.checkpoint), args.settings, args.samples, args.cfg, args.seed)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=2))
+        logger.info("\n%s", markdown_table(rows))
+
+    return run_cli(parser.prog, run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

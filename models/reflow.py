@@ -65,7 +65,7 @@ def teacher_images(bundle: FlowMatchBundle, noise: torch.Tensor, captions: list[
     v_u + cfg (v_c - v_u) on ``linspace(0, 1, steps + 1)``; returns x1 in model space."""
     velocity = guided_velocity(bundle, captions, cfg)
     ts = torch.linspace(0.0, 1.0, steps + 1, device=noise.device)
-    return integrate(velocity, noise, ts, method=method)
+    return integrate(velocity, noise, ts, method=method).state
 
 
 def shard_path(pairs_dir: Path, index: int) -> Path:

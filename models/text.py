@@ -21,6 +21,7 @@ from .config_checks import require_positive
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS)
+MAX_WORDS_SHOWN = 12  # a pasted book must not become a megabyte of warning text
 # Words are runs of letters/digits; other visible characters (emoji, NUL, symbols)
 # become one token each; common punctuation is dropped silently.
 _TOKEN_RE = re.compile(r"[^\W_]+|[^\w\s.,;:!?'\"()\-]")
@@ -73,8 +74,10 @@ class Tokenizer:
         problems = []
         unknown = [w for w in words if w not in self._index]
         if unknown:
-            shown = ", ".join(repr(w) for w in dict.fromkeys(unknown))
-            problems.append(f"unknown words mapped to {UNK}: {shown}")
+            distinct = list(dict.fromkeys(unknown))
+            shown = ", ".join(repr(w) for w in distinct[:MAX_WORDS_SHOWN])
+            more = f" and {len(distinct) - MAX_WORDS_SHOWN} more" if len(distinct) > MAX_WORDS_SHOWN else ""
+            problems.append(f"unknown words mapped to {UNK}: {shown}{more}")
         room = self.max_length - 1
         if len(words) > room:
             dropped = words[room:]

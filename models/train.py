@@ -22,16 +22,19 @@ import argparse
 import json
 import logging
 import math
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from .checkpoint import FlowMatchBundle, atomic_save_file, save_checkpoint
+from .cli_args import CLIParser, device_name, finite_float, int_in, run_cli, writable_file, writable_folder
 from .config_checks import require_positive
 from .data import FolderDataset, ShapesDataset
 from .distributed import Distributed, from_main, mean_over_ranks, setup, shard, teardown, wrap
@@ -258,10 +261,41 @@ def save_train_state(run: Run, path: Path, meta: dict) -> None:
     atomic_save_file(tensors, path, meta)
 
 
+class ResumeError(ValueError):
+    """`--resume` found no train state, or one that does not fit this run; the message says what to do."""
+
+
 def load_train_state(run: Run, path: Path) -> dict:
-    """Restore a run saved by `save_train_state`; returns its metadata."""
+    """Restore a run saved by `save_train_state`; returns its metadata.
+
+    Raises:
+        ResumeError: the file is missing, unreadable (truncated, corrupted, not safetensors),
+            not a train state, or saved with another architecture or vocabulary.
+    """
+    if not path.is_file():
+        raise ResumeError(f"--resume: no train state at {path}; start without --resume, "
+                          f"or give the --run-dir of the run to continue")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ResumeError(f"--resume: {path} is not a readable train state ({error}); it may be truncated "
+                          f"(a crash while saving) or corrupted: delete it to start afresh") from None
+    try:
+        step, elapsed_s = int(meta["step"]), float(meta["elapsed_s"])
+        json.loads(meta["train_config"])
+    except (KeyError, ValueError) as error:
+        raise ResumeError(f"--resume: {path} has no valid step/elapsed_s/train_config metadata ({error}); "
+                          f"it was not written by models.train") from None
+    expected = train_state_shapes(run)
+    missing = sorted(set(expected) - set(shapes))
+    wrong = [f"{k} {list(shapes[k])} (this run: {list(v)})" for k, v in expected.items() if k in shapes and shapes[k] != v]
+    if missing or wrong:
+        problem = f"{len(missing)} missing tensors (e.g. {missing[0]})" if missing else f"shapes differ: {'; '.join(wrong[:3])}"
+        raise ResumeError(f"--resume: {path} was saved by a different model ({problem}); resume with the same "
+                          f"--data and --dit-*/--text-* options as the saved run, or use a new --run-dir")
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     for prefix, module, shadow in (("dit", run.dit, run.ema.shadow[0]), ("text", run.text_encoder, run.ema.shadow[1])):
         module.load_state_dict({k: tensors[f"model.{prefix}.{k}"] for k in module.state_dict()})
@@ -276,8 +310,17 @@ def load_train_state(run: Run, path: Path) -> dict:
                 "exp_avg_sq": tensors[f"optim.{idx}.exp_avg_sq"],
             }
     run.optimizer.load_state_dict(state)
-    run.step, run.elapsed_s = int(meta["step"]), float(meta["elapsed_s"])
+    run.step, run.elapsed_s = step, elapsed_s
     return meta
+
+
+def train_state_shapes(run: Run) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the weight tensors a train state of `run` holds (optimizer moments aside)."""
+    shapes = {}
+    for prefix, module in (("dit", run.dit), ("text", run.text_encoder)):
+        for k, v in module.state_dict().items():
+            shapes[f"model.{prefix}.{k}"] = shapes[f"ema.{prefix}.{k}"] = tuple(v.shape)
+    return shapes
 
 
 def ema_bundle(run: Run) -> FlowMatchBundle:
@@ -358,17 +401,18 @@ def train(run: Run, dataset, config: TrainConfig, run_dir: Path, output: Path, d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m comfyui_flowmatch.models.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, help="EMA checkpoint path (.safetensors)")
-    parser.add_argument("--run-dir", required=True, help="folder for train state, log and sample grids")
+    parser = CLIParser(prog="python -m comfyui_flowmatch.models.train", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, type=Path, help="EMA checkpoint path (.safetensors)")
+    parser.add_argument("--run-dir", required=True, type=Path, help="folder for train state, log and sample grids")
     parser.add_argument("--data", default="shapes", help="'shapes' (procedural) or a folder of images + .txt")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/train_state.safetensors")
     add_runtime_arguments(parser)
     add_train_config_arguments(parser)
     for field, default in asdict(DiTConfig()).items():
         if field != "text_dim":
-            parser.add_argument(f"--dit-{field.replace('_', '-')}", type=type(default), default=default)
+            kind = finite_float() if isinstance(default, float) else type(default)
+            parser.add_argument(f"--dit-{field.replace('_', '-')}", type=kind, default=default)
     for field in ("dim", "depth", "heads", "max_length"):
         default = getattr(TextConfig(vocab_size=1), field)
         parser.add_argument(f"--text-{field.replace('_', '-')}", type=int, default=default)
@@ -376,13 +420,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (per process)")
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch CPU threads (per process)")
+    parser.add_argument("--device", type=device_name, default=None, help="default: cuda when available, else cpu")
 
 
 def add_train_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig = TrainConfig()) -> None:
     for field, default in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+        kind = finite_float() if isinstance(default, float) else type(default)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=default)
+
+
+BYTES_PER_TRAINED_PARAMETER = 20
+"""fp32 weights, gradients, AdamW's two moments and the EMA copy: 5 x 4 bytes."""
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of `device`: the GPU's, or the machine's physical RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_training_memory(dit_config: DiTConfig, text_config: TextConfig, batch_size: int, device: torch.device) -> None:
+    """Refuse a model or batch whose fixed memory alone exceeds the device, before allocating anything.
+
+    Counts the parameters exactly (the networks are built on the meta device, which allocates
+    nothing) at `BYTES_PER_TRAINED_PARAMETER`, plus four fp32 batch tensors (images, data,
+    noise, x_t); activations come on top, so passing is necessary, not sufficient.
+
+    Raises:
+        ValueError: with the parameter count, the estimate and the device's memory.
+    """
+    with torch.device("meta"):
+        parameters = sum(p.numel() for module in (FlowDiT(dit_config), TextEncoder(text_config)) for p in module.parameters())
+    batch_bytes = 4 * 4 * batch_size * dit_config.channels * dit_config.image_size ** 2
+    needed, available = parameters * BYTES_PER_TRAINED_PARAMETER + batch_bytes, device_memory_bytes(device)
+    if needed > available:
+        raise ValueError(
+            f"training {parameters / 1e6:,.0f}M parameters at batch {batch_size} needs at least {needed / 2**30:,.1f} GiB "
+            f"(weights, gradients, AdamW moments, EMA, batch) before activations; this {device.type} has "
+            f"{available / 2**30:,.1f} GiB: lower --dit-width/--dit-depth/--text-dim or --batch-size")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Output, run folder and data folder, checked before any process group or model exists."""
+    writable_file(args.output, (".safetensors",))
+    if args.run_dir.exists() and not args.run_dir.is_dir():
+        raise ValueError(f"--run-dir {args.run_dir} is a file; give a folder")
+    writable_folder(args.run_dir)
+    if args.data != "shapes" and not Path(args.data).is_dir():
+        raise ValueError(f"--data {args.data!r}: no such folder (use 'shapes' or a folder of images with .txt captions)")
 
 
 def start_process(args: argparse.Namespace) -> Distributed:
@@ -395,8 +482,19 @@ def start_process(args: argparse.Namespace) -> Distributed:
     return where
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """CLI: check every argument and the data (and the state to resume), then train.
+
+    Returns 0, or 2 with a one-line error before the first step (bad option, unwritable
+    output, no usable data, a train state that cannot be resumed).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_cli(parser.prog, lambda: run_process(args))
+
+
+def run_process(args: argparse.Namespace) -> None:
+    check_paths(args)
     where = start_process(args)
     try:
         run_training(args, where)
@@ -408,6 +506,7 @@ def run_training(args: argparse.Namespace, where: Distributed) -> None:
     device = where.device
     config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
     dit_fields = {f: getattr(args, f"dit_{f}") for f in asdict(DiTConfig()) if f != "text_dim"}
+    dit_config = DiTConfig(**dit_fields, text_dim=args.text_dim)
     if args.data == "shapes":
         dataset = ShapesDataset(seed=config.seed, size=dit_fields["image_size"])
     else:
@@ -415,9 +514,9 @@ def run_training(args: argparse.Namespace, where: Distributed) -> None:
     tokenizer = Tokenizer.from_captions(dataset.vocabulary_captions(), max_length=args.text_max_length)
     text_config = TextConfig(vocab_size=len(tokenizer.vocab), dim=args.text_dim, depth=args.text_depth,
                              heads=args.text_heads, max_length=args.text_max_length)
-    dit_config = DiTConfig(**dit_fields, text_dim=args.text_dim)
+    check_training_memory(dit_config, text_config, config.batch_size, device)
     run = new_run(dit_config, text_config, tokenizer, config, device, where)
-    run_dir = Path(args.run_dir)
+    run_dir = args.run_dir
     if args.resume:
         meta = load_train_state(run, run_dir / "train_state.safetensors")
         logger.info("resumed at step %d (%.0f s trained)", run.step, run.elapsed_s)
@@ -426,8 +525,10 @@ def run_training(args: argparse.Namespace, where: Distributed) -> None:
     n_params = sum(p.numel() for p in [*run.dit.parameters(), *run.text_encoder.parameters()])
     logger.info("device %s, %d process(es), %d threads each, %.2fM parameters", device, where.world,
                 torch.get_num_threads(), n_params / 1e6)
-    train(run, dataset, config, run_dir, Path(args.output), args.data)
+    if where.is_main:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+    train(run, dataset, config, run_dir, args.output, args.data)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,10 +5,12 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FlowMatchTextEncode
+from .editing import FlowMatchEdit, FlowMatchInvert
 from .latent import FlowMatchEmptyLatent
 from .likelihood import FlowMatchLikelihood
 from .loader import FlowMatchModelLoader
 from .model_files import register_folder
+from .optimal_schedule import FlowMatchOptimalSchedule
 from .sampling import FlowMatchODESampler, FlowMatchSampler, FlowMatchScheduler
 from .trajectory import FlowMatchTrajectory
 
@@ -25,6 +27,9 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchSampler,
             FlowMatchODESampler,
             FlowMatchScheduler,
+            FlowMatchInvert,
+            FlowMatchEdit,
+            FlowMatchOptimalSchedule,
             FlowMatchTrajectory,
             FlowMatchLikelihood,
         ]

@@ -22,6 +22,7 @@ import comfy.sd
 import comfy.supported_models_base
 
 from ..samplers import conventions
+from .limits import WorkLimitError, token_problem
 
 
 class FlowMatchLatentFormat(comfy.latent_formats.LatentFormat):
@@ -81,6 +82,13 @@ class ComfyVelocityNet(torch.nn.Module):
                 "FlowMatch model: the conditioning lacks the text tokens or pooled_output; encode prompts with "
                 "Flow Match Text Encode or CLIP Text Encode using the CLIP from Flow Match Model Loader."
             )
+        config = self.network.config
+        problem = token_problem("FlowMatch model", config, (1, 1, *x.shape[-2:]))
+        if x.ndim != 4 or x.shape[1] != config.channels:
+            problem = (f"FlowMatch model: the latent has shape {list(x.shape)} but the model takes "
+                       f"[B, {config.channels}, H, W] pixel-space images; use Flow Match Empty Latent with this model")
+        if problem:  # per image: any sampler (KSampler too) stops here before the attention is built
+            raise WorkLimitError(problem)
         t = conventions.t_from_sigma(timesteps.float())  # float32: bf16 would round t
         velocity = self.network(x, t, context, y)
         return conventions.comfy_from_velocity(velocity)

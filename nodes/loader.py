@@ -64,7 +64,7 @@ def require_flow_model(model, name: str) -> None:
 
 
 def load_any(name: str):
-    """Resolve, check and load `name` from the flow_matching folders."""
+    """Resolve, check and load `name` from the listed model folders (model_files)."""
     path = resolve_checkpoint(name)
     try:
         header = read_header(path)  # refuses pickles, truncated and malformed files by their bytes
@@ -83,7 +83,8 @@ class FlowMatchModelLoader(io.ComfyNode):
             display_name="Flow Match Model Loader",
             category="flow_matching/loaders",
             description=(
-                "Loads a flow-matching checkpoint from models/flow_matching (or the bundled model). "
+                "Loads a flow-matching checkpoint from models/flow_matching (or the bundled model), models/diffusion_models "
+                "(models/unet) or models/checkpoints, plus their extra_model_paths.yaml folders. "
                 "The bundled FlowMatch model gives MODEL, CLIP and a pixel-space VAE that work with the native "
                 "CLIP Text Encode, VAE Decode and VAE Encode nodes. Native SD3/SD3.5, Flux, AuraFlow, Wan ... files "
                 "load through ComfyUI's own code: a full checkpoint gives the parts it contains, a diffusion-only "
@@ -93,7 +94,10 @@ class FlowMatchModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "ckpt_name", options=checkpoint_names(),
-                    tooltip="A .safetensors checkpoint in models/flow_matching, or the bundled flowmatch_shapes model.",
+                    tooltip=(
+                        "A .safetensors file in models/flow_matching, models/diffusion_models or models/checkpoints, "
+                        "or the bundled flowmatch_shapes model."
+                    ),
                 ),
             ],
             outputs=[

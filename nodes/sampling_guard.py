@@ -1,6 +1,7 @@
-"""What every sampling path of the pack does per model call and per step: an interrupt
-check, a non-finite guard naming the step, an NFE count, and the step callback that drives
-ComfyUI's progress bar and latent previews."""
+"""What every sampling path of the pack does before it starts (the latent fits the model
+and the work limits) and per model call and per step: an interrupt check, a non-finite
+guard naming the step, an NFE count, and the step callback that drives ComfyUI's progress
+bar and latent previews."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import logging
 import torch
 
 import comfy.model_management
+
+from .latent_fit import require_latent_fits
+from .limits import require_affordable_work
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -47,13 +51,18 @@ class GuardedDenoiser:
         return getattr(self.denoiser, name)
 
 
-def guard_sampler(sampler_function, node: str, report: dict | None = None):
+def guard_sampler(sampler_function, node: str, report: dict | None = None, on_counts=None):
     """A k-diffusion-shaped sampler that runs `sampler_function` behind a GuardedDenoiser.
 
-    `report`, when given, receives `nfe` and `steps` after the run; the NFE is logged too.
+    `report`, when given, receives `nfe` and `steps` after the run (and `accepted`, `rejected`
+    from the solver's result); `on_counts(counts)` gets the same dict; the counts are logged too.
     """
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        patcher = getattr(getattr(model, "inner_model", None), "model_patcher", None)  # KSAMPLER's CFG guider
+        if patcher is not None:  # SamplerCustom(Advanced) reach no node check before this
+            require_latent_fits(node, patcher, x, check_empty=False)
+            require_affordable_work(node, patcher, x.shape)
         guarded = GuardedDenoiser(model, node, len(sigmas) - 1)
 
         def on_step(info):
@@ -62,10 +71,16 @@ def guard_sampler(sampler_function, node: str, report: dict | None = None):
             if callback is not None:
                 callback(info)
 
-        result = sampler_function(guarded, x, sigmas, extra_args=extra_args, callback=on_step, disable=disable, **options)
-        logging.info("%s: %d steps, %d model evaluations (NFE)", node, guarded.total_steps, guarded.nfe)
+        counts = {}
+        result = sampler_function(guarded, x, sigmas, extra_args=extra_args, callback=on_step, disable=disable,
+                                  on_solution=lambda s: counts.update(accepted=s.accepted, rejected=s.rejected), **options)
+        logging.info("%s: %d steps, %d model evaluations (NFE), %s accepted, %s rejected", node, guarded.total_steps,
+                     guarded.nfe, counts.get("accepted"), counts.get("rejected"))
+        counts.update(nfe=guarded.nfe, steps=guarded.total_steps)
         if report is not None:
-            report.update(nfe=guarded.nfe, steps=guarded.total_steps)
+            report.update(counts)
+        if on_counts is not None:
+            on_counts(counts)
         return result
 
     return sample

@@ -14,7 +14,8 @@ import torch
 from ..samplers import conventions, schedules
 
 MODEL_DEFAULT = "model default"
-SCHEDULES = (MODEL_DEFAULT, "uniform", "sd3 shift", "flux resolution shift")
+OPTIMAL = "optimal"
+SCHEDULES = (MODEL_DEFAULT, "uniform", "sd3 shift", "flux resolution shift", OPTIMAL)
 
 
 def image_size(latent_shape, spatial_downscale: int) -> tuple[int, int]:
@@ -22,8 +23,13 @@ def image_size(latent_shape, spatial_downscale: int) -> tuple[int, int]:
     return latent_shape[-1] * spatial_downscale, latent_shape[-2] * spatial_downscale
 
 
-def full_schedule(model, schedule: str, steps: int, shift: float, size: tuple[int, int]) -> torch.Tensor:
-    """Sigmas [steps + 1] from 1 (noise) to 0 (data) for a full (denoise = 1) run."""
+def full_schedule(model, schedule: str, steps: int, shift: float, size: tuple[int, int], optimal=None) -> torch.Tensor:
+    """Sigmas [steps + 1] from 1 (noise) to 0 (data) for a full (denoise = 1) run; `optimal(steps)`
+    gives the searched grid (see nodes.optimal_schedule)."""
+    if schedule == OPTIMAL:
+        if optimal is None:
+            raise ValueError(f"schedule {OPTIMAL!r} needs a searched grid")
+        return optimal(steps)
     if schedule == MODEL_DEFAULT:
         return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).cpu()
     if schedule == "uniform":
@@ -38,12 +44,12 @@ def full_schedule(model, schedule: str, steps: int, shift: float, size: tuple[in
 
 
 def schedule_sigmas(model, schedule: str, steps: int, shift: float, denoise: float,
-                    size: tuple[int, int]) -> torch.Tensor:
+                    size: tuple[int, int], optimal=None) -> torch.Tensor:
     """Sigmas for `steps` steps at image `size` (width, height); `denoise` < 1 keeps the last
     steps of a longer schedule, exactly as KSampler does, so img2img strength means the same."""
     if denoise <= 0.0:
         return torch.zeros(0)
     if denoise >= 1.0:
-        return full_schedule(model, schedule, steps, shift, size)
+        return full_schedule(model, schedule, steps, shift, size, optimal)
     total = int(steps / denoise)
-    return full_schedule(model, schedule, total, shift, size)[-(steps + 1):]
+    return full_schedule(model, schedule, total, shift, size, optimal)[-(steps + 1):]

@@ -12,8 +12,10 @@ D(x, sigma) = x - sigma * output, so v = (D - x) / sigma. Every conversion lives
 
 Example, with your `velocity(x, t)` and a noise latent:
     ts = time_grid(28, shift=SD3_SHIFT)                  # or mu=flux_mu(flux_tokens(w, h))
-    stats = SolverStats()
-    x1 = integrate(velocity, noise, ts, "heun", stats=stats)   # stats.nfe == 56
+    solution = integrate(velocity, noise, ts, "flow_2m")  # solution.state, solution.nfe == 28
+
+Methods are records in `methods` (textbook ones step the velocity in t; flow-aware ones,
+`FLOW_AWARE`, step the data estimate in sigma with the linear part exact, `exponential`).
 """
 
 from .comfy_bridge import LAST_STEP, sample_flow
@@ -36,14 +38,19 @@ from .schedules import (
     sd3_shift,
     time_grid,
 )
-from .solvers import METHODS, SolverStats, integrate, nfe_for
+from .methods import FLOW_AWARE, METHODS, TEXTBOOK, Method, nfe_for
+from .solvers import Solution, Trajectory, integrate
 
 __all__ = [
     "AURAFLOW_SHIFT",
+    "FLOW_AWARE",
     "LAST_STEP",
     "METHODS",
+    "Method",
     "SD3_SHIFT",
-    "SolverStats",
+    "Solution",
+    "TEXTBOOK",
+    "Trajectory",
     "comfy_from_velocity",
     "data_from_velocity",
     "denoised_from_velocity",

@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .solvers import ADAPTIVE, METHODS, SolverStats, integrate
+from .methods import METHODS, nfe_for
+from .solvers import integrate
 
-FIXED = [name for name in METHODS if name not in ADAPTIVE]
+FIXED = [name for name, method in METHODS.items() if method.calls_per_step is not None]
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,8 @@ def gaussian_flow(channels: int = 4, dims: int = 4, dtype: torch.dtype = torch.f
 
 def endpoint_error(flow: GaussianFlow, noise: Tensor, method: str, steps: int, **options) -> tuple[float, int]:
     """Max-abs error at t = 1 and the velocity calls used, for `steps` uniform intervals."""
-    stats = SolverStats()
-    x1 = integrate(flow.velocity, noise, torch.linspace(0, 1, steps + 1, dtype=torch.float64), method, stats=stats, **options)
-    return float((x1.double() - flow.at(noise.double(), 1.0)).abs().max()), stats.nfe
+    solution = integrate(flow.velocity, noise, torch.linspace(0, 1, steps + 1, dtype=torch.float64), method, **options)
+    return float((solution.state.double() - flow.at(noise.double(), 1.0)).abs().max()), solution.nfe
 
 
 def accuracy_table(steps_list: list[int], tolerances: list[float]) -> list[dict]:
@@ -77,7 +77,7 @@ def accuracy_table(steps_list: list[int], tolerances: list[float]) -> list[dict]
 
 def _timed_pair(velocity, x: Tensor, ts: Tensor, method: str, repeats: int) -> tuple[list[float], list[float]]:
     """Interleaved wall times of `integrate` and of the same number of bare velocity calls."""
-    nfe = METHODS[method].nfe * (len(ts) - 1)
+    nfe = nfe_for(method, len(ts) - 1)
     t_batch = torch.zeros(x.shape[0])
     ours, bare = [], []
     for _ in range(repeats):
@@ -103,7 +103,7 @@ def overhead_ratio(method: str, steps: int, shape: tuple[int, ...], repeats: int
         return flow.velocity(x, t)
 
     x, ts = torch.randn(shape), torch.linspace(0, 1, steps + 1)
-    nfe = METHODS[method].nfe * steps
+    nfe = nfe_for(method, steps)
     ours, bare = _timed_pair(heavy, x, ts, method, repeats)
     ratio = statistics.median(a / b for a, b in zip(ours, bare))
     light_ours, light_bare = _timed_pair(lambda x, t: torch.mul(x, 0.5), x, ts, method, 5 * repeats)

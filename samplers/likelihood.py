@@ -122,7 +122,7 @@ def log_likelihood(velocity: Velocity, x1: Tensor, *, steps: int = 32, method: s
 
     start = torch.cat([x.flatten(1), torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
     ts = torch.linspace(t_end, 0.0, steps + 1, dtype=torch.float64 if x1.dtype == torch.float64 else torch.float32)
-    end = integrate(augmented, start, ts.to(x.device), method)
+    end = integrate(augmented, start, ts.to(x.device), method).state
     x0 = end[:, :dims].reshape(x.shape)
     # The last column is ∫_{t_end}^{0} div v dt = -∫_0^{t_end} div v dt.
     integral = -end[:, dims].double().reshape(copies, batch)

@@ -71,7 +71,7 @@ def measure_straightness(velocity: Velocity, x0: Tensor, ts: Tensor, method: str
         velocities.append(((data - state) / (1 - t)).detach().double().cpu())
         estimates.append(data.detach().float().cpu())
 
-    x1 = integrate(velocity, x0, ts, method, callback=at_step)
+    x1 = integrate(velocity, x0, ts, method, callback=at_step).state
     chord = (x1.detach().double().cpu() - x0.detach().double().cpu()).flatten(1)
     t = torch.tensor(times + [float(ts[-1])], dtype=torch.float64)
     dt = t[1:] - t[:-1]

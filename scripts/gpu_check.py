@@ -67,7 +67,6 @@ def pure_check(checkpoint: Path, device: torch.device, dtype: torch.dtype, promp
     from comfyui_flowmatch.models.generate import initial_noise
     from comfyui_flowmatch.models.text import encode_prompts
     from comfyui_flowmatch.samplers import integrate
-    from comfyui_flowmatch.samplers.solvers import SolverStats
 
     started = time.perf_counter()
     bundle = load_checkpoint(checkpoint, device)
@@ -84,9 +83,9 @@ def pure_check(checkpoint: Path, device: torch.device, dtype: torch.dtype, promp
 
         side = dit.config.image_size
         noise = initial_noise(len(prompts), dit.config.channels, side, side, seed=0).to(device, dtype)
-        stats = SolverStats()
         started = time.perf_counter()
-        x = integrate(velocity, noise, torch.linspace(0.0, 1.0, steps + 1), "euler", stats=stats)
+        solution = integrate(velocity, noise, torch.linspace(0.0, 1.0, steps + 1), "euler")
+        x = solution.state
         synchronize(device)
         sample_s = time.perf_counter() - started
     images = ((x.float() + 1) / 2).clamp(0, 1).cpu()
@@ -94,7 +93,7 @@ def pure_check(checkpoint: Path, device: torch.device, dtype: torch.dtype, promp
         "dtype": str(next(dit.parameters()).dtype),
         "finite": bool(torch.isfinite(x).all()),
         "adherent": adherence(images, prompts),
-        "nfe": stats.nfe,
+        "nfe": solution.nfe,
         "load_s": round(load_s, 3),
         "sample_s": round(sample_s, 3),
     }

@@ -10,7 +10,10 @@ This file only turns start errors into test failures and adds `run_prompt`.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,16 +46,17 @@ class ComfyServer(LocalComfyUI):
 
 @pytest.fixture(scope="session")
 def start_comfy_server(tmp_path_factory):
-    """Factory: `start_comfy_server(*extra_args, with_pack=True)` -> a running ComfyServer, stopped at session end.
+    """Factory: `start_comfy_server(*extra_args, with_pack=True, **options)` -> a running ComfyServer,
+    stopped at session end.
 
-    `with_pack=False` gives plain ComfyUI (built-in nodes only), for tests of the client.
+    `with_pack=False` gives plain ComfyUI (built-in nodes only), for tests of the client;
+    `options` are more `LocalComfyUI` fields (`base_dir`, `pack_folder`).
     """
     servers: list[ComfyServer] = []
 
-    def start(*extra_args: str, with_pack: bool = True) -> ComfyServer:
-        server = ComfyServer(
-            base_dir=tmp_path_factory.mktemp("comfy"), port=free_port(), extra_args=extra_args, with_pack=with_pack
-        )
+    def start(*extra_args: str, with_pack: bool = True, **options) -> ComfyServer:
+        options.setdefault("base_dir", tmp_path_factory.mktemp("comfy"))
+        server = ComfyServer(port=free_port(), extra_args=extra_args, with_pack=with_pack, **options)
         servers.append(server)
         return server.start()
 
@@ -65,3 +69,24 @@ def start_comfy_server(tmp_path_factory):
 def comfy_server(start_comfy_server) -> ComfyServer:
     """The suite's shared ComfyUI server, with latent previews on."""
     return start_comfy_server("--preview-method", "latent2rgb")
+
+
+@pytest.fixture(scope="session")
+def copy_pack_files():
+    """`copy_pack_files(destination)`: the pack's files as a clone of this working tree has them
+    (tracked and new files, nothing git ignores), copied into `destination`."""
+    repo_root = Path(__file__).resolve().parent.parent
+
+    def copy(destination: Path) -> Path:
+        listing = subprocess.run(
+            ["git", "-C", str(repo_root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True, check=True,
+        ).stdout.decode().split("\0")
+        for name in filter(None, listing):
+            source = repo_root / name
+            if source.is_file():
+                (destination / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination / name)
+        return destination
+
+    return copy

@@ -2,7 +2,9 @@
 
 One browser per session; each test gets a fresh context (empty localStorage, so no
 previous workflow is restored) with one page on the server's UI, ready to use
-through `ComfyPage`. Console errors are collected per page; screenshots land in
+through `ComfyPage`. `comfy_page` is the frontend ComfyUI 0.3.75 pins (1.32.9);
+`any_frontend_page` runs a test on that one and on the newest frontend (`make
+newest-frontend`, served with --front-end-root). Console errors are collected per page; screenshots land in
 artifacts/browser/<test>-<step>.png (ignored by git).
 """
 
@@ -21,6 +23,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO_ROOT / "artifacts" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+NEWEST_FRONTEND_ROOT = REPO_ROOT / ".cache" / "frontend-newest" / "comfyui_frontend_package" / "static"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PACK_MARKERS = ("comfyui_flowmatch", "FlowMatch")
 # Requests the frontend makes by design that 404 without anything wrong in the pack: the help panel
@@ -28,6 +31,8 @@ PACK_MARKERS = ("comfyui_flowmatch", "FlowMatch")
 EXPECTED_404 = re.compile(
     r"^error: Failed to load resource: .* 404 .*/extensions/comfyui_flowmatch/docs/\w+/[\w-]+\.md\]$"
 )
+# The Missing Models dialog asks the model hosts for each download's size; offline, that fetch fails.
+OFFLINE_FETCH = "Error fetching file size: TypeError: Failed to fetch"
 # A new user gets the templates dialog and tours on first load; the suite opens what it tests itself.
 FRONTEND_SETTINGS = {
     "Comfy.TutorialCompleted": True,
@@ -98,11 +103,13 @@ class ComfyPage:
         return path
 
     def errors(self, since: int = 0) -> list[str]:
-        """Console errors, less failed requests to other hosts (the registry, update checks: offline here)."""
+        """Console errors, less failed requests to other hosts (the registry, update checks, model
+        hosts: offline here)."""
         return [
             f"{kind}: {text} [{url}]" for kind, text, url in self.console[since:]
             if kind in ("error", "pageerror")
             and not (text.startswith("Failed to load resource") and not url.startswith(self.server.url))
+            and not text.startswith(OFFLINE_FETCH)
         ]
 
     def pack_errors(self) -> list[str]:
@@ -202,11 +209,34 @@ def frontend_server(comfy_server):
     return comfy_server
 
 
-@pytest.fixture
-def comfy_page(chromium, frontend_server, request):
+@pytest.fixture(scope="session")
+def newest_frontend_server(start_comfy_server):
+    """A second server, on the newest frontend package, with the same settings."""
+    if not (NEWEST_FRONTEND_ROOT / "index.html").is_file():
+        pytest.fail(f"no frontend at {NEWEST_FRONTEND_ROOT}: run `make newest-frontend`")
+    server = start_comfy_server("--preview-method", "latent2rgb", "--front-end-root", str(NEWEST_FRONTEND_ROOT))
+    status, body = server.post_json("/api/settings", FRONTEND_SETTINGS)
+    assert status == 200, body
+    return server
+
+
+def open_page(chromium, server, request):
+    """A ComfyPage in a fresh context; the generator closes it and fails on console errors from the pack."""
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
-    page = ComfyPage(context.new_page(), frontend_server, slug(request.node.nodeid)).open()
+    page = ComfyPage(context.new_page(), server, slug(request.node.nodeid)).open()
     yield page
     page.screenshot("end")
     context.close()
     assert not page.pack_errors(), "console errors from the pack:\n" + "\n".join(page.pack_errors())
+
+
+@pytest.fixture
+def comfy_page(chromium, frontend_server, request):
+    yield from open_page(chromium, frontend_server, request)
+
+
+@pytest.fixture(params=["pinned", "newest"])
+def any_frontend_page(chromium, request):
+    """The test on frontend 1.32.9 (ComfyUI 0.3.75's pin) and on the newest frontend."""
+    server = request.getfixturevalue("frontend_server" if request.param == "pinned" else "newest_frontend_server")
+    yield from open_page(chromium, server, request)

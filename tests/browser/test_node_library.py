@@ -12,8 +12,8 @@ DOCS_DIR = Path(__file__).resolve().parents[2] / "web" / "docs"
 PACK_MODULE = "custom_nodes.comfyui_flowmatch"
 NODE_IDS = {
     "FlowMatchModelLoader", "FlowMatchTextEncode", "FlowMatchSampler",
-    "FlowMatchODESampler", "FlowMatchScheduler", "FlowMatchEmptyLatent", "FlowMatchTrajectory",
-    "FlowMatchLikelihood",
+    "FlowMatchODESampler", "FlowMatchScheduler", "FlowMatchEmptyLatent",
+    "FlowMatchInvert", "FlowMatchEdit", "FlowMatchOptimalSchedule", "FlowMatchTrajectory", "FlowMatchLikelihood",
 }
 
 

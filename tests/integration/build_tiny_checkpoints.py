@@ -7,6 +7,8 @@ writes into OUT_DIR:
 - tiny_sd3.safetensors: a diffusion-only SD3 MMDiT (depth 2, hidden 128, real SD3 key
   layout and widths: 16 latent channels, context 4096, pooled 2048), ~2.4 M parameters;
 - tiny_wan21.safetensors: a diffusion-only Wan 2.1 t2v DiT (dim 128, one block);
+- tiny_sd3_f8_e4m3.safetensors, tiny_sd3_f8_e5m2.safetensors: the same SD3 weights stored
+  as float8 (safetensors dtypes F8_E4M3 / F8_E5M2), as the usual fp8 Flux/SD3.5 downloads are;
 - tiny_pixart_eps.safetensors: a one-block PixArt Sigma (eps prediction, not flow; its
   width is fixed at 1152 by ComfyUI's detection, ~30 M parameters stored as fp16, zeros);
 and reports what ComfyUI's own detection (`comfy.sd.load_diffusion_model`) makes of each
@@ -70,9 +72,12 @@ def build_native(out_dir: Path) -> dict:
     wan21 = wan.WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=1, operations=ops)
     eps = pixart.PixArtMS(depth=1, input_size=32, micro_condition=False, operations=ops)
     report = {}
-    for name, network, seed in (("tiny_sd3", sd3, 3), ("tiny_wan21", wan21, 4), ("tiny_pixart_eps", eps, None)):
+    fp8 = (("tiny_sd3_f8_e4m3", sd3, torch.float8_e4m3fn), ("tiny_sd3_f8_e5m2", sd3, torch.float8_e5m2))
+    for name, network, seed in (("tiny_sd3", sd3, 3), *fp8, ("tiny_wan21", wan21, 4), ("tiny_pixart_eps", eps, None)):
         if seed is None:
             tensors = {k: torch.zeros(v.shape, dtype=torch.float16) for k, v in network.state_dict().items()}
+        elif isinstance(seed, torch.dtype):  # already randomized: the same weights, stored as float8
+            tensors = {k: v.to(seed).contiguous() for k, v in network.state_dict().items()}
         else:
             randomize(network, seed)
             tensors = {k: v.contiguous() for k, v in network.state_dict().items()}

@@ -108,7 +108,8 @@ def error_message(entry: dict) -> str:
 
 
 class EventRecorder:
-    """Connects to /ws with its own clientId and records text and binary frames in a thread."""
+    """Connects to /ws with its own clientId and records text and binary frames in a thread;
+    `texts` holds the (node id, text) of ComfyUI's progress-text frames (binary type 3)."""
 
     def __init__(self, server):
         import websocket
@@ -119,6 +120,7 @@ class EventRecorder:
         )
         self.events: list[tuple[str, dict]] = []
         self.binary_frames = 0
+        self.texts: list[tuple[str, str]] = []
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -135,6 +137,9 @@ class EventRecorder:
                 return
             if isinstance(frame, bytes):
                 self.binary_frames += 1
+                if int.from_bytes(frame[:4], "big") == 3:
+                    length = int.from_bytes(frame[4:8], "big")
+                    self.texts.append((frame[8:8 + length].decode(), frame[8 + length:].decode()))
                 continue
             message = json.loads(frame)
             self.events.append((message["type"], message.get("data", {})))

@@ -7,7 +7,7 @@
    empty) gives the server's own per-prompt cost; the client's overhead is its wall time
    minus the baseline's, per job. The client's CPU time per job is reported too.
 2. Images/min on the bundled model with one and two servers (needs
-   workflows/api/text_to_image_api.json).
+   example_workflows/api/text_to_image_api.json).
 Results are printed and written to artifacts/benchmarks/client.json.
 """
 
@@ -30,7 +30,7 @@ pytestmark = [
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "artifacts" / "benchmarks" / "client.json"
-BUNDLED = REPO_ROOT / "workflows" / "api" / "text_to_image_api.json"
+BUNDLED = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 TRIVIAL = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}, "_meta": {"title": "Canvas"}},
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bench"}},
@@ -85,7 +85,7 @@ def test_client_overhead_per_job(start_comfy_server, tmp_path):
     record("trivial_200_jobs_1_server", result)
 
 
-@pytest.mark.skipif(not BUNDLED.exists(), reason="workflows/api/text_to_image_api.json does not exist yet")
+@pytest.mark.skipif(not BUNDLED.exists(), reason="example_workflows/api/text_to_image_api.json does not exist yet")
 @pytest.mark.parametrize("count", [1, 2])
 def test_bundled_model_images_per_minute(start_comfy_server, tmp_path, count):
     servers = [start_comfy_server().url for _ in range(count)]

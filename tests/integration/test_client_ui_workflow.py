@@ -22,12 +22,8 @@ from comfyui_flowmatch.client.ui_to_api import ui_to_api
 
 pytestmark = pytest.mark.integration
 
-WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-BUNDLED_UI, BUNDLED_API = WORKFLOWS / "text_to_image.json", WORKFLOWS / "api" / "text_to_image_api.json"
-needs_bundled_workflows = pytest.mark.skipif(
-    not (BUNDLED_UI.exists() and BUNDLED_API.exists()),
-    reason="waiting for the workflows engineer: workflows/text_to_image.json and text_to_image_api.json do not exist yet",
-)
+WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
+BUNDLED_UI, BUNDLED_API = WORKFLOWS / "1 Text to image.json", WORKFLOWS / "api" / "text_to_image_api.json"
 QUIET = QueueSettings(progress=False)
 
 
@@ -151,7 +147,6 @@ def without_titles(prompt: dict) -> dict:
     return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in prompt.items()}
 
 
-@needs_bundled_workflows
 def test_bundled_ui_workflow_converts_to_its_api_twin(comfy_server):
     info = comfy_server.get_json("/object_info")
     converted, _ = load_workflow(BUNDLED_UI, info)
@@ -159,7 +154,6 @@ def test_bundled_ui_workflow_converts_to_its_api_twin(comfy_server):
     assert without_titles(converted) == without_titles(twin)
 
 
-@needs_bundled_workflows
 def test_bundled_ui_workflow_runs_through_the_client_like_its_api_twin(comfy_server, tmp_path):
     rows = [{"prompt": "a red circle on a blue background"}]
     ui_run = run_queue(BUNDLED_UI, rows, tmp_path / "ui", [comfy_server.url], seed="3", settings=QUIET)

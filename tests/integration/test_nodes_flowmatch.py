@@ -40,7 +40,7 @@ def test_loader_text_encode_sampler_vae_decode_save(comfy_server, tiny):
     assert image.shape == (SIZE, SIZE, 3)
     assert np.isfinite(image).all() and image.std() > 0
     sampler_id = next(k for k, v in g.prompt.items() if v["class_type"] == "FlowMatchSampler")
-    assert entry["outputs"][sampler_id]["text"] == ["heun: 7 model evaluations (NFE)"]
+    assert entry["outputs"][sampler_id]["text"] == ["heun: 7 model evaluations (NFE), 4 steps accepted, 0 rejected"]
 
 
 def test_ksampler_euler_simple_matches_flowmatch_euler(comfy_server, tiny):

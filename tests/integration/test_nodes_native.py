@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui_flowmatch.samplers import METHODS
+
 pytestmark = pytest.mark.integration
 
 _spec = importlib.util.spec_from_file_location("node_graphs", Path(__file__).with_name("node_graphs.py"))
@@ -21,16 +23,6 @@ _spec.loader.exec_module(ng)
 SD3_COND = dict(width=4096, length=8, pooled_width=2048)
 FLUX_COND = dict(width=4096, length=8, pooled_width=768)
 WAN_COND = dict(width=4096, length=8, pooled_width=0)
-
-
-@pytest.fixture(scope="module")
-def native(start_comfy_server, tmp_path_factory):
-    ckpts = tmp_path_factory.mktemp("native_ckpts")
-    report = ng.build_tiny_checkpoints(ckpts)
-    yaml = ng.extra_paths_yaml(tmp_path_factory.mktemp("yaml") / "extra.yaml", flow_matching=ckpts,
-                               diffusion_models=ckpts)
-    server = start_comfy_server("--extra-model-paths-config", str(yaml), "--preview-method", "latent2rgb")
-    return server, report
 
 
 def conds(g, spec, seeds=(1, 2)):
@@ -96,7 +88,7 @@ def test_sd3_our_sampler_and_scheduler_inside_sampler_custom_advanced(native):
     assert torch.isfinite(result).all() and result.std() > 0
 
 
-@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun", "rk4", "dopri5"])
+@pytest.mark.parametrize("solver", list(METHODS))
 def test_wan21_video_latent_samples_with_every_solver(native, solver):
     server, _ = native
     g = ng.Graph()
@@ -185,6 +177,99 @@ def test_nan_at_step_k_stops_with_our_message_and_saves_nothing(native, path):
     assert f"{node}: non-finite values at step {bad_step}/{steps}" in message, message
     assert "dtype" in message
     assert not list(server.output_dir.glob(f"nan_{path}*"))
+
+
+@pytest.mark.parametrize("name", ["tiny_sd3_f8_e4m3", "tiny_sd3_f8_e5m2"])
+def test_fp8_native_checkpoint_loads_and_samples_like_comfyui(native, name):
+    """Float8 files (the usual Flux / SD3.5 downloads) pass our header check and sample
+    exactly as ComfyUI's own UNETLoader + KSampler do with the same file."""
+    server, report = native
+    assert report[name]["model"] == "SD3"
+
+    def run(loader, inputs, sampler):
+        g = ng.Graph()
+        model = ng.out(g.add(loader, **inputs))
+        pos, neg = conds(g, SD3_COND)
+        latent = ng.out(g.add("EmptySD3LatentImage", width=32, height=32, batch_size=1))
+        common = dict(model=model, seed=3, steps=2, cfg=2.0, positive=pos, negative=neg, latent_image=latent,
+                      denoise=1.0)
+        if sampler == "FlowMatchSampler":
+            sampled = g.add(sampler, solver="euler", schedule="model default", shift=3.0, **common)
+        else:
+            sampled = g.add(sampler, sampler_name="euler", scheduler="simple", **common)
+        return sample_native(server, g, g.add("SaveLatent", samples=ng.out(sampled), filename_prefix=name))
+
+    ours = run("FlowMatchModelLoader", {"ckpt_name": f"{name}.safetensors"}, "FlowMatchSampler")
+    comfy = run("UNETLoader", {"unet_name": f"{name}.safetensors", "weight_dtype": "default"}, "KSampler")
+    assert ours.shape == (1, 16, 4, 4) and torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, comfy, atol=1e-5, rtol=1e-5)
+
+
+# (latent format, ComfyUI's own empty-latent node for it, that node's inputs)
+NATIVE_EMPTY_LATENTS = [
+    ("SD3", "EmptySD3LatentImage", dict(width=128, height=96, batch_size=2)),
+    ("Wan21", "EmptyHunyuanLatentVideo", dict(width=128, height=96, length=17, batch_size=1)),
+    ("LTXV", "EmptyLTXVLatentVideo", dict(width=128, height=96, length=17, batch_size=1)),
+    ("Mochi", "EmptyMochiLatentVideo", dict(width=128, height=96, length=19, batch_size=1)),
+    ("Cosmos1CV8x8x8", "EmptyCosmosLatentVideo", dict(width=128, height=96, length=17, batch_size=1)),
+    ("HunyuanVideo15", "EmptyHunyuanVideo15Latent", dict(width=128, height=96, length=17, batch_size=1)),
+    ("HunyuanImage21", "EmptyHunyuanImageLatent", dict(width=128, height=96, batch_size=1)),
+    ("Flux2", "EmptyFlux2LatentImage", dict(width=128, height=96, batch_size=1)),
+    ("ChromaRadiance", "EmptyChromaRadianceLatentImage", dict(width=128, height=96, batch_size=1)),
+]
+
+
+def test_empty_latent_takes_scale_and_channels_from_the_models_latent_format(native):
+    """FlowMatchEmptyLatent against ComfyUI's own empty-latent node of each family (Wan 2.2
+    has none without a VAE: its 16x / 4x scale is checked through Wan22's shape below)."""
+    server, _ = native
+    g = ng.Graph()
+    base = ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
+    saves = {}
+    for fmt, node, inputs in NATIVE_EMPTY_LATENTS + [("Wan22", None, dict(width=128, height=96, length=17,
+                                                                           batch_size=1))]:
+        model = ng.out(g.add("FMTestLatentFormat", model=base, latent_format=fmt))
+        ours = g.add("FlowMatchEmptyLatent", model=model, **inputs)
+        theirs = g.add(node, **inputs) if node else None
+        saves[fmt] = [g.add("SaveLatent", samples=ng.out(n), filename_prefix=f"empty_{fmt}_{i}")
+                      for i, n in enumerate(x for x in (ours, theirs) if x)]
+    entry = server.run_prompt(g.prompt)
+    assert entry["status"]["status_str"] == "success", ng.error_message(entry)
+    shapes = {fmt: [tuple(ng.saved_latent(server, entry, s).shape) for s in ids] for fmt, ids in saves.items()}
+    for fmt, node, _ in NATIVE_EMPTY_LATENTS:
+        ours, theirs = shapes[fmt]
+        assert ours == theirs, (fmt, node, ours, theirs)
+    assert shapes["Wan22"] == [(1, 48, 5, 6, 8)]
+
+
+def test_native_latent_over_comfyuis_memory_estimate_is_refused(native):
+    """8192 x 8192, batch 16 for SD3: the latent itself is 1 GiB, one model call by ComfyUI's own
+    estimate is terabytes; refused by the empty latent, and the server runs the next prompt."""
+    server, _ = native
+    g = ng.Graph()
+    model = ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
+    latent = g.add("FlowMatchEmptyLatent", model=model, width=8192, height=8192, batch_size=16)
+    g.add("SaveLatent", samples=ng.out(latent), filename_prefix="too_big")
+    entry = server.run_prompt(g.prompt)
+    assert entry["status"]["status_str"] == "error"
+    message = ng.error_message(entry)
+    assert message.startswith("FlowMatchEmptyLatent: a latent of batch 16, 16 channels, 1024x1024 needs about"), message
+    assert "per model call (ComfyUI's estimate)" in message and "FLOWMATCH_MEMORY_CHECK=off" in message, message
+
+
+@pytest.mark.parametrize("fmt, width, expected", [
+    ("LTXV", 16, "FlowMatchEmptyLatent: 16x64 is smaller than one latent cell of this model (32x32 pixels)"),
+    ("StableAudio1", 64, "FlowMatchEmptyLatent: the model takes 1-D latents, not images or video"),
+])
+def test_empty_latent_the_models_format_cannot_hold_is_refused(native, fmt, width, expected):
+    server, _ = native
+    g = ng.Graph()
+    base = ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
+    model = ng.out(g.add("FMTestLatentFormat", model=base, latent_format=fmt))
+    latent = g.add("FlowMatchEmptyLatent", model=model, width=width, height=64, batch_size=1)
+    g.add("SaveLatent", samples=ng.out(latent), filename_prefix="cannot_hold")
+    entry = server.run_prompt(g.prompt)
+    assert entry["status"]["status_str"] == "error" and expected in ng.error_message(entry), ng.error_message(entry)
 
 
 def test_trajectory_on_sd3_samples_what_flowmatch_euler_samples(native):

@@ -46,7 +46,7 @@ def sampler_graph(ckpt, steps, solver="euler", seed=0):
     return g, sampler, save
 
 
-@pytest.mark.parametrize("solver", ["euler", "rk4"])
+@pytest.mark.parametrize("solver", ["euler", "rk4", "dopri5", "flow_reuse"])
 def test_one_progress_message_per_step_and_previews(comfy_server, tiny, events, solver):
     steps = 5
     g, sampler, _ = sampler_graph(tiny, steps, solver)
@@ -56,6 +56,26 @@ def test_one_progress_message_per_step_and_previews(comfy_server, tiny, events, 
     assert [(e["value"], e["max"]) for e in progress] == [(i, steps) for i in range(1, steps + 1)]
     assert events.of("execution_success", prompt_id)
     assert events.binary_frames >= steps, "no latent preview images arrived"
+
+
+def test_ode_sampler_node_shows_each_runs_counts(comfy_server, tiny, events):
+    g = ng.Graph()
+    loader = g.add("FlowMatchModelLoader", ckpt_name=tiny)
+    model = ng.out(loader)
+    pos, neg = (g.add("FlowMatchTextEncode", clip=ng.out(loader, 1), text=text) for text in ("a red circle", ""))
+    latent = g.add("FlowMatchEmptyLatent", model=model, width=SIZE, height=SIZE, batch_size=1)
+    sigmas = g.add("FlowMatchScheduler", model=model, schedule="model default", steps=3, shift=3.0, denoise=1.0,
+                   width=SIZE, height=SIZE)
+    sampler = g.add("FlowMatchODESampler", solver="heun")
+    guider = g.add("CFGGuider", model=model, positive=ng.out(pos), negative=ng.out(neg), cfg=2.0)
+    noise = g.add("RandomNoise", noise_seed=0)
+    sampled = g.add("SamplerCustomAdvanced", noise=ng.out(noise), guider=ng.out(guider), sampler=ng.out(sampler),
+                    sigmas=ng.out(sigmas), latent_image=ng.out(latent))
+    g.add("SaveLatent", samples=ng.out(sampled), filename_prefix="ode_counts")
+    prompt_id = queue(comfy_server, g.prompt, events.client_id)
+    assert events.done.wait(120) and events.of("execution_success", prompt_id)
+    # heun over 3 steps ending at sigma 0: 2 + 2 + 1 (Euler last step) model calls
+    assert (sampler, "heun: 5 model evaluations (NFE), 3 steps accepted, 0 rejected") in events.texts
 
 
 def test_interrupt_ends_the_prompt_within_one_step_and_the_next_runs(comfy_server, tiny, events):

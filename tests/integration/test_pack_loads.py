@@ -11,6 +11,8 @@ EXPECTED_NODES = {
     "FlowMatchSampler",
     "FlowMatchODESampler",
     "FlowMatchScheduler",
+    "FlowMatchInvert",
+    "FlowMatchEdit",
 }
 
 

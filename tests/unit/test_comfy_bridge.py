@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from comfyui_flowmatch.samplers import SolverStats, sample_flow, time_grid
+from comfyui_flowmatch.samplers import sample_flow, time_grid
 from comfyui_flowmatch.samplers.bench import gaussian_flow
 
 pytestmark = pytest.mark.unit
@@ -42,10 +42,10 @@ def test_order_survives_the_last_step_to_sigma_zero(method, min_order):
 
 @pytest.mark.parametrize("method, calls", [("euler", 8), ("midpoint", 16), ("heun", 15), ("rk3", 24), ("rk4", 31)])
 def test_velocity_calls_are_honest_and_never_at_sigma_zero(method, calls):
-    model, stats = Denoiser(), SolverStats()
-    sample_flow(model, NOISE, sigmas(8), method=method, stats=stats)
-    assert len(model.sigmas) == stats.nfe == calls
-    assert stats.accepted == 8
+    model, seen = Denoiser(), []
+    sample_flow(model, NOISE, sigmas(8), method=method, on_solution=seen.append)
+    assert len(model.sigmas) == seen[0].nfe == calls
+    assert (seen[0].accepted, seen[0].rejected) == (8, 0)
 
 
 def test_without_sigma_zero_the_method_runs_unchanged():
@@ -54,11 +54,18 @@ def test_without_sigma_zero_the_method_runs_unchanged():
     assert len(model.sigmas) == 8 and model.sigmas[-1] == pytest.approx(0.2)
 
 
-def test_dopri5_meets_tolerance_and_ends_with_rk3():
-    model, stats = Denoiser(), SolverStats()
-    x = sample_flow(model, NOISE, sigmas(40), method="dopri5", stats=stats, rtol=1e-8, atol=1e-8)
-    assert float((x - EXACT).abs().max()) < 1e-5
-    assert len(model.sigmas) == stats.nfe and min(model.sigmas) > 0
+@pytest.mark.parametrize("steps", [1, 8, 40])
+def test_dopri5_meets_tolerance_at_any_step_count_and_reports_every_sigma(steps):
+    model, seen, reports = Denoiser(), [], []
+    x = sample_flow(model, NOISE, sigmas(steps), method="dopri5", on_solution=seen.append, callback=reports.append, rtol=1e-8, atol=1e-8)
+    # The closing step to sigma = 0 from the floor 1e-3 costs O(floor * dD/dsigma).
+    assert float((x - EXACT).abs().max()) < 1e-3
+    assert len(model.sigmas) == seen[0].nfe and min(model.sigmas) > 0
+    assert seen[0].accepted > 2 and seen[0].rejected >= 0  # its own steps, not the requested ones
+    assert [d["i"] for d in reports] == list(range(steps))
+    for d, sigma in zip(reports, sigmas(steps)):
+        exact = FLOW.at(NOISE, 1 - float(sigma))
+        assert float(d["sigma"]) == pytest.approx(float(sigma)) and float((d["x"] - exact).abs().max()) < 1e-5
 
 
 def test_callback_carries_the_keys_comfyui_reads():
@@ -92,3 +99,13 @@ def test_edge_cases():
         sample_flow(Denoiser(), NOISE, torch.tensor([0.0, 0.5]))
     with pytest.raises(ValueError, match="'lms'"):
         sample_flow(Denoiser(), NOISE, sigmas(2), method="lms")
+
+
+def test_sampling_records_no_autograd_graph():
+    weight = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def model(x, sigma, **extra_args):
+        return Denoiser()(x, sigma) * weight * 2
+
+    x = sample_flow(model, NOISE, sigmas(3), method="flow_2m")
+    assert not x.requires_grad and x.grad_fn is None

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMFYUI_MODULES = r"(comfy|comfy_api|comfy_extras|comfy_execution|folder_paths|nodes|server|execution|latent_preview|node_helpers)"
-OUR_PACKAGES = r"(nodes|models|samplers|client)"
+OUR_PACKAGES = r"(nodes|models|samplers|client|benchmarks)"
 
 
 def pack_sources(*folders: str) -> list[Path]:
@@ -30,7 +30,7 @@ def test_pure_packages_do_not_import_comfyui(folder):
 
 
 def test_pack_never_imports_itself_by_absolute_name():
-    sources = pack_sources("nodes", "samplers", "models", "client") + [REPO_ROOT / name for name in ("__init__.py", "__main__.py", "demo.py")]
+    sources = pack_sources("nodes", "samplers", "models", "client", "benchmarks") + [REPO_ROOT / name for name in ("__init__.py", "__main__.py", "demo.py")]
     offenders = {
         str(p.relative_to(REPO_ROOT)): import_lines(p, OUR_PACKAGES) + import_lines(p, "comfyui_flowmatch")
         for p in sources

@@ -6,6 +6,8 @@
 - FMTestStackConditioning: two single-entry CONDITIONINGs stacked along the batch, so one
   sampler call draws a different prompt per latent batch item (ComfyUI keeps a cond
   whose batch equals the latent batch).
+- FMTestLatentFormat: a MODEL whose latent format is replaced by one of ComfyUI's own
+  (`comfy.latent_formats.<name>`), to check shapes for families we have no tiny model of.
 - FMTestTinyFlux: a small random Flux built in process from ComfyUI's own Flux config
   (ModelSamplingFlux, resolution shift); ComfyUI's file detection fixes Flux at hidden 3072.
 """
@@ -109,9 +111,27 @@ class FMTestTinyFlux:
         return (comfy.model_patcher.ModelPatcher(model, device, comfy.model_management.unet_offload_device()),)
 
 
+class FMTestLatentFormat:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "latent_format": ("STRING", {"default": "SD3"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model, latent_format):
+        import comfy.latent_formats
+
+        patched = model.clone()
+        patched.add_object_patch("latent_format", getattr(comfy.latent_formats, latent_format)())
+        return (patched,)
+
+
 NODE_CLASS_MAPPINGS = {
     "FMTestNaNAtStep": FMTestNaNAtStep,
     "FMTestConditioning": FMTestConditioning,
     "FMTestStackConditioning": FMTestStackConditioning,
     "FMTestTinyFlux": FMTestTinyFlux,
+    "FMTestLatentFormat": FMTestLatentFormat,
 }
