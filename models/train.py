@@ -8,6 +8,9 @@ empty prompt for classifier-free guidance.
 
 Every random draw of step k comes from generators seeded with (seed, k), so a run is
 deterministic for a seed and resuming reproduces the uninterrupted run's batches.
+Under ``torchrun --nproc_per_node N`` the run uses DistributedDataParallel (gloo on CPU,
+NCCL on CUDA): every rank draws the same global batch of step k and trains on its 1/N
+slice, so N processes step like one with the same ``--batch-size``; rank 0 writes.
 Outputs in ``--run-dir``: ``train_state.safetensors`` (fp32 weights, EMA, optimizer;
 for ``--resume``), ``log.jsonl`` (loss curve), ``samples_<step>.png``; the EMA
 checkpoint goes to ``--output`` (periodically and at the end).
@@ -24,6 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -33,13 +37,16 @@ from .checkpoint import FlowMatchBundle, atomic_save_file, save_checkpoint
 from .cli_args import CLIParser, device_name, finite_float, int_in, run_cli, writable_file, writable_folder
 from .config_checks import require_positive
 from .data import FolderDataset, ShapesDataset
-from .dit import DiTConfig, FlowDiT
+from .distributed import Distributed, from_main, mean_over_ranks, setup, shard, teardown, wrap
+from .dit import MIN_GAP, DiTConfig, FlowDiT
 from .generate import generate_images, image_grid
 from .text import TextConfig, TextEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
 
-T_SAMPLINGS = ("uniform", "logit_normal")
+T_SAMPLINGS = ("uniform", "logit_normal", "uniform_zero")
+LOSS_WEIGHTINGS = ("velocity", "data")
+ZERO_T_FRACTION = 0.25  # share of t = 0 draws under "uniform_zero"
 SAMPLE_PROMPTS = (
     "a red circle on a black background",
     "a green square on a gray background in the top left",
@@ -66,6 +73,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     t_sampling: str = "uniform"
+    loss_weighting: str = "velocity"
     caption_dropout: float = 0.1
     seed: int = 0
     log_every: int = 25
@@ -86,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.t_sampling not in T_SAMPLINGS:
             raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {self.t_sampling!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
@@ -116,21 +126,44 @@ def learning_rate(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> flo
 
 
 def sample_t(n: int, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Training times t [n] in (0, 1): uniform, or logit-normal (sigmoid of a standard normal)."""
+    """Training times t [n] in [0, 1): uniform; logit-normal (sigmoid of a standard normal);
+    or "uniform_zero": uniform with a `ZERO_T_FRACTION` share at exactly t = 0, the point a
+    one-step sampler evaluates (reflow)."""
     if kind == "uniform":
         return torch.rand(n, generator=generator)
+    if kind == "uniform_zero":
+        t = torch.rand(n, generator=generator)
+        return torch.where(torch.rand(n, generator=generator) < ZERO_T_FRACTION, torch.zeros_like(t), t)
     return torch.sigmoid(torch.randn(n, generator=generator))
 
 
-def flow_matching_loss(
-    dit: FlowDiT, text_encoder: TextEncoder, ids: torch.Tensor, data: torch.Tensor,
-    noise: torch.Tensor, t: torch.Tensor,
-) -> torch.Tensor:
-    """The seed's loss: mean((v(x_t, t) - (data - noise))^2), x_t = (1 - t) noise + t data."""
+class FlowNetwork(torch.nn.Module):
+    """The DiT and its text encoder as one module (what DDP wraps): forward(ids, x_t, t) -> v."""
+
+    def __init__(self, dit: FlowDiT, text_encoder: TextEncoder) -> None:
+        super().__init__()
+        self.dit, self.text_encoder = dit, text_encoder
+
+    def forward(self, ids: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        context, pooled = self.text_encoder(ids)
+        return self.dit(x_t, t, context, pooled)
+
+
+def flow_matching_loss(network: torch.nn.Module, ids: torch.Tensor, data: torch.Tensor,
+                       noise: torch.Tensor, t: torch.Tensor, weighting: str = "velocity") -> torch.Tensor:
+    """The seed's loss: mean((v(x_t, t) - (data - noise))^2), x_t = (1 - t) noise + t data.
+
+    `network(ids, x_t, t) -> v` (a `FlowNetwork`, possibly DDP-wrapped); shapes [B, C, H, W], t [B].
+    ``weighting="data"`` multiplies each sample by max(1 - t, MIN_GAP)², which makes it the
+    error of the data estimate x_t + (1 - t) v (for t < 1 - MIN_GAP): every t counts alike,
+    where the velocity loss lets the few draws near t = 1 dominate (reflow uses it).
+    """
     tb = t.view(-1, 1, 1, 1)
     x_t = (1 - tb) * noise + tb * data
-    context, pooled = text_encoder(ids)
-    return (dit(x_t, t, context, pooled) - (data - noise)).pow(2).mean()
+    error = (network(ids, x_t, t) - (data - noise)).pow(2)
+    if weighting == "data":
+        error = error * (1 - tb).clamp_min(MIN_GAP).pow(2)
+    return error.mean()
 
 
 class EMA:
@@ -162,12 +195,14 @@ class Run:
     tokenizer: Tokenizer
     optimizer: torch.optim.Optimizer
     ema: EMA
+    network: torch.nn.Module  # FlowNetwork(dit, text_encoder), DDP-wrapped under torchrun
+    where: Distributed = Distributed()
     step: int = 0
     elapsed_s: float = 0.0
 
 
 def step_batch(dataset, config: TrainConfig, step: int, tokenizer: Tokenizer) -> tuple[torch.Tensor, ...]:
-    """Deterministic inputs of `step`: (ids, data in [-1, 1], noise, t)."""
+    """Deterministic global batch of `step`: (ids, data in [-1, 1], noise, t)."""
     images, captions = dataset.batch(step, config.batch_size)
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     drop = torch.rand(len(captions), generator=gen) < config.caption_dropout
@@ -179,11 +214,17 @@ def step_batch(dataset, config: TrainConfig, step: int, tokenizer: Tokenizer) ->
 
 
 def train_step(run: Run, dataset, config: TrainConfig, device: torch.device) -> float:
-    """One optimizer step (LR schedule, clipping, EMA); returns the loss."""
+    """One optimizer step on `step_batch` of a captioned-image dataset; returns the global-batch loss."""
+    return optimizer_step(run, step_batch(dataset, config, run.step, run.tokenizer), config, device)
+
+
+def optimizer_step(run: Run, batch: tuple[torch.Tensor, ...], config: TrainConfig, device: torch.device) -> float:
+    """One optimizer step (LR schedule, clipping, EMA) on this rank's slice of the global
+    `batch` = (ids, data, noise, t); returns the loss of the whole global batch."""
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(run.step, config, run.elapsed_s)
-    ids, data, noise, t = (x.to(device) for x in step_batch(dataset, config, run.step, run.tokenizer))
-    loss = flow_matching_loss(run.dit, run.text_encoder, ids, data, noise, t)
+    ids, data, noise, t = (x.to(device) for x in shard(batch, run.where))
+    loss = flow_matching_loss(run.network, ids, data, noise, t, config.loss_weighting)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in run.optimizer.param_groups for p in group["params"]]
@@ -191,16 +232,18 @@ def train_step(run: Run, dataset, config: TrainConfig, device: torch.device) -> 
     run.optimizer.step()
     run.ema.update([run.dit, run.text_encoder], run.step)
     run.step += 1
-    return loss.item()
+    return mean_over_ranks(loss.item(), run.where)
 
 
 def new_run(dit_config: DiTConfig, text_config: TextConfig, tokenizer: Tokenizer, config: TrainConfig,
-            device: torch.device) -> Run:
+            device: torch.device, where: Distributed = Distributed()) -> Run:
+    """Fresh networks (same init on every rank: seeded by `config.seed`), AdamW and EMA."""
     torch.manual_seed(config.seed)
     dit, text_encoder = FlowDiT(dit_config).to(device), TextEncoder(text_config).to(device)
     params = [*dit.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-    return Run(dit, text_encoder, tokenizer, optimizer, EMA([dit, text_encoder], config.ema_decay))
+    network = wrap(FlowNetwork(dit, text_encoder), where)
+    return Run(dit, text_encoder, tokenizer, optimizer, EMA([dit, text_encoder], config.ema_decay), network, where)
 
 
 def save_train_state(run: Run, path: Path, meta: dict) -> None:
@@ -288,10 +331,13 @@ def ema_bundle(run: Run) -> FlowMatchBundle:
     return FlowMatchBundle(dit.to(device).eval(), text_encoder.to(device).eval(), run.tokenizer, {})
 
 
-def save_sample_grid(run: Run, path: Path) -> None:
-    """Euler 20 steps, CFG 4 on `SAMPLE_PROMPTS` with the EMA weights -> PNG grid."""
-    images = generate_images(ema_bundle(run), list(SAMPLE_PROMPTS), steps=20, cfg=4.0, seed=0)
-    image_grid(images, columns=len(SAMPLE_PROMPTS)).resize((len(SAMPLE_PROMPTS) * 64, 64)).save(path)
+def save_sample_grid(run: Run, path: Path, settings: tuple[tuple[int, float], ...] = ((20, 4.0),)) -> None:
+    """`SAMPLE_PROMPTS` with the EMA weights, one row per (Euler steps, CFG) setting -> PNG grid."""
+    bundle = ema_bundle(run)
+    images = torch.cat([generate_images(bundle, list(SAMPLE_PROMPTS), steps=steps, cfg=cfg, seed=0)
+                        for steps, cfg in settings])
+    grid = image_grid(images, columns=len(SAMPLE_PROMPTS))
+    grid.resize((grid.width * 2, grid.height * 2)).save(path)
 
 
 def training_facts(run: Run, config: TrainConfig, data: str, losses: list[float]) -> dict:
@@ -307,38 +353,51 @@ def training_facts(run: Run, config: TrainConfig, data: str, losses: list[float]
     }
 
 
-def train(run: Run, dataset, config: TrainConfig, run_dir: Path, output: Path, data_name: str) -> dict:
-    """Train `run` to `config.steps`; writes state, log, sample grids and the EMA checkpoint."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def train(run: Run, dataset, config: TrainConfig, run_dir: Path, output: Path, data_name: str, *,
+          batches: Callable[[int], tuple[torch.Tensor, ...]] | None = None,
+          sample_grid: Callable[[Run, Path], None] = save_sample_grid, extra_facts: dict | None = None) -> dict:
+    """Train `run` to `config.steps`; rank 0 writes state, log, sample grids and the EMA checkpoint.
+
+    `batches(step)` gives the global batch (ids, data, noise, t) of a step; default
+    `step_batch` on `dataset`. `extra_facts` join the checkpoint's training facts.
+    """
+    main = run.where.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    batches = batches or (lambda step: step_batch(dataset, config, step, run.tokenizer))
     device = next(run.dit.parameters()).device
     losses: list[float] = []
     meta = {"train_config": json.dumps(asdict(config)), "data": data_name}
-    with (run_dir / "log.jsonl").open("a") as log, tqdm(total=config.steps, initial=run.step, desc="train") as bar:
+    facts = lambda: {**training_facts(run, config, data_name, losses), **(extra_facts or {})}  # noqa: E731
+    log = (run_dir / "log.jsonl").open("a") if main else None
+    with tqdm(total=config.steps, initial=run.step, desc="train", disable=not main) as bar:
         while not finished(run.step, run.elapsed_s, config):
             start = time.perf_counter()
-            loss = train_step(run, dataset, config, device)
-            run.elapsed_s += time.perf_counter() - start
+            loss = optimizer_step(run, batches(run.step), config, device)
+            run.elapsed_s = from_main(run.elapsed_s + time.perf_counter() - start, run.where)
             losses.append(loss)
             bar.update(1)
             lr = run.optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            done = finished(run.step, run.elapsed_s, config)
+            if not main:
+                continue
             if run.step % config.log_every == 0:
                 recent = losses[-config.log_every:]
                 log.write(json.dumps({"step": run.step, "loss": sum(recent) / len(recent),
                                       "lr": lr,
                                       "elapsed_s": round(run.elapsed_s, 1)}) + "\n")
                 log.flush()
-            done = finished(run.step, run.elapsed_s, config)
             if run.step % config.save_every == 0 or done:
                 save_train_state(run, run_dir / "train_state.safetensors", meta)
                 bundle = ema_bundle(run)
-                save_checkpoint(output, bundle.dit, bundle.text_encoder, run.tokenizer,
-                                training_facts(run, config, data_name, losses))
+                save_checkpoint(output, bundle.dit, bundle.text_encoder, run.tokenizer, facts())
             if run.step % config.sample_every == 0 or done:
-                save_sample_grid(run, run_dir / f"samples_{run.step:06d}.png")
-    facts = training_facts(run, config, data_name, losses)
-    logger.info("done: %s", json.dumps(facts))
-    return facts
+                sample_grid(run, run_dir / f"samples_{run.step:06d}.png")
+    if log:
+        log.close()
+    logger.info("done: %s", json.dumps(facts()))
+    return facts()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -348,11 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", required=True, type=Path, help="folder for train state, log and sample grids")
     parser.add_argument("--data", default="shapes", help="'shapes' (procedural) or a folder of images + .txt")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/train_state.safetensors")
-    parser.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch CPU threads")
-    parser.add_argument("--device", type=device_name, default=None, help="default: cuda when available, else cpu")
-    for field, default in asdict(TrainConfig()).items():
-        kind = finite_float() if isinstance(default, float) else type(default)
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=default)
+    add_runtime_arguments(parser)
+    add_train_config_arguments(parser)
     for field, default in asdict(DiTConfig()).items():
         if field != "text_dim":
             kind = finite_float() if isinstance(default, float) else type(default)
@@ -361,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(TextConfig(vocab_size=1), field)
         parser.add_argument(f"--text-{field.replace('_', '-')}", type=int, default=default)
     return parser
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch CPU threads (per process)")
+    parser.add_argument("--device", type=device_name, default=None, help="default: cuda when available, else cpu")
+
+
+def add_train_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig = TrainConfig()) -> None:
+    for field, default in asdict(defaults).items():
+        kind = finite_float() if isinstance(default, float) else type(default)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=default)
 
 
 BYTES_PER_TRAINED_PARAMETER = 20
@@ -395,6 +462,26 @@ def check_training_memory(dit_config: DiTConfig, text_config: TextConfig, batch_
             f"{available / 2**30:,.1f} GiB: lower --dit-width/--dit-depth/--text-dim or --batch-size")
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Output, run folder and data folder, checked before any process group or model exists."""
+    writable_file(args.output, (".safetensors",))
+    if args.run_dir.exists() and not args.run_dir.is_dir():
+        raise ValueError(f"--run-dir {args.run_dir} is a file; give a folder")
+    writable_folder(args.run_dir)
+    if args.data != "shapes" and not Path(args.data).is_dir():
+        raise ValueError(f"--data {args.data!r}: no such folder (use 'shapes' or a folder of images with .txt captions)")
+
+
+def start_process(args: argparse.Namespace) -> Distributed:
+    """Logging, threads and (under torchrun) the process group; only rank 0 logs INFO."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    where = setup(args.device)
+    logging.basicConfig(level=logging.INFO if where.is_main else logging.WARNING,
+                        format="%(asctime)s %(message)s")
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: check every argument and the data (and the state to resume), then train.
 
@@ -403,20 +490,20 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    return run_cli(parser.prog, lambda: run_training(args))
+    return run_cli(parser.prog, lambda: run_process(args))
 
 
-def run_training(args: argparse.Namespace) -> None:
-    writable_file(args.output, (".safetensors",))
-    if args.run_dir.exists() and not args.run_dir.is_dir():
-        raise ValueError(f"--run-dir {args.run_dir} is a file; give a folder")
-    writable_folder(args.run_dir)
-    if args.data != "shapes" and not Path(args.data).is_dir():
-        raise ValueError(f"--data {args.data!r}: no such folder (use 'shapes' or a folder of images with .txt captions)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def run_process(args: argparse.Namespace) -> None:
+    check_paths(args)
+    where = start_process(args)
+    try:
+        run_training(args, where)
+    finally:
+        teardown(where)
+
+
+def run_training(args: argparse.Namespace, where: Distributed) -> None:
+    device = where.device
     config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
     dit_fields = {f: getattr(args, f"dit_{f}") for f in asdict(DiTConfig()) if f != "text_dim"}
     dit_config = DiTConfig(**dit_fields, text_dim=args.text_dim)
@@ -428,7 +515,7 @@ def run_training(args: argparse.Namespace) -> None:
     text_config = TextConfig(vocab_size=len(tokenizer.vocab), dim=args.text_dim, depth=args.text_depth,
                              heads=args.text_heads, max_length=args.text_max_length)
     check_training_memory(dit_config, text_config, config.batch_size, device)
-    run = new_run(dit_config, text_config, tokenizer, config, device)
+    run = new_run(dit_config, text_config, tokenizer, config, device, where)
     run_dir = args.run_dir
     if args.resume:
         meta = load_train_state(run, run_dir / "train_state.safetensors")
@@ -436,8 +523,10 @@ def run_training(args: argparse.Namespace) -> None:
         if json.loads(meta["train_config"]) != asdict(config):
             logger.warning("resuming with a different training config than the saved run")
     n_params = sum(p.numel() for p in [*run.dit.parameters(), *run.text_encoder.parameters()])
-    logger.info("device %s, %d threads, %.2fM parameters", device, torch.get_num_threads(), n_params / 1e6)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("device %s, %d process(es), %d threads each, %.2fM parameters", device, where.world,
+                torch.get_num_threads(), n_params / 1e6)
+    if where.is_main:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
     train(run, dataset, config, run_dir, args.output, args.data)
 
 

@@ -7,10 +7,12 @@ from comfy_api.latest import ComfyExtension, io
 from .conditioning import FlowMatchTextEncode
 from .editing import FlowMatchEdit, FlowMatchInvert
 from .latent import FlowMatchEmptyLatent
+from .likelihood import FlowMatchLikelihood
 from .loader import FlowMatchModelLoader
 from .model_files import register_folder
 from .optimal_schedule import FlowMatchOptimalSchedule
 from .sampling import FlowMatchODESampler, FlowMatchSampler, FlowMatchScheduler
+from .trajectory import FlowMatchTrajectory
 
 register_folder()
 
@@ -28,4 +30,6 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchInvert,
             FlowMatchEdit,
             FlowMatchOptimalSchedule,
+            FlowMatchTrajectory,
+            FlowMatchLikelihood,
         ]

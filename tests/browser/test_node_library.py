@@ -13,7 +13,7 @@ PACK_MODULE = "custom_nodes.comfyui_flowmatch"
 NODE_IDS = {
     "FlowMatchModelLoader", "FlowMatchTextEncode", "FlowMatchSampler",
     "FlowMatchODESampler", "FlowMatchScheduler", "FlowMatchEmptyLatent",
-    "FlowMatchInvert", "FlowMatchEdit", "FlowMatchOptimalSchedule",
+    "FlowMatchInvert", "FlowMatchEdit", "FlowMatchOptimalSchedule", "FlowMatchTrajectory", "FlowMatchLikelihood",
 }
 
 

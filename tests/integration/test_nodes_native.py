@@ -270,3 +270,31 @@ def test_empty_latent_the_models_format_cannot_hold_is_refused(native, fmt, widt
     g.add("SaveLatent", samples=ng.out(latent), filename_prefix="cannot_hold")
     entry = server.run_prompt(g.prompt)
     assert entry["status"]["status_str"] == "error" and expected in ng.error_message(entry), ng.error_message(entry)
+
+
+def test_trajectory_on_sd3_samples_what_flowmatch_euler_samples(native):
+    """The straightness node on a native model: its trajectory is Flow Match Sampler's Euler path."""
+    server, _ = native
+    latents = []
+    for node in ("FlowMatchSampler", "FlowMatchTrajectory"):
+        g = ng.Graph()
+        model = ng.out(g.add("FlowMatchModelLoader", ckpt_name="tiny_sd3.safetensors"))
+        pos, neg = conds(g, SD3_COND)
+        latent = ng.out(g.add("FlowMatchEmptyLatent", model=model, width=64, height=64, batch_size=1))
+        common = dict(model=model, seed=3, steps=4, cfg=2.5, schedule="model default", shift=3.0, positive=pos,
+                      negative=neg, latent_image=latent)
+        if node == "FlowMatchSampler":
+            sampled = ng.out(g.add(node, solver="euler", denoise=1.0, **common))
+        else:
+            trajectory = g.add(node, frames=3, **common)
+            sampled = ng.out(trajectory, 2)
+            strip = g.add("SaveImage", images=ng.out(trajectory), filename_prefix="strip")
+        save = g.add("SaveLatent", samples=sampled, filename_prefix=node)
+        entry = server.run_prompt(g.prompt)
+        assert entry["status"]["status_str"] == "success", ng.error_message(entry)
+        latents.append(ng.saved_latent(server, entry, save))
+    torch.testing.assert_close(latents[1], latents[0], atol=1e-5, rtol=1e-5)
+    (image,) = ng.saved_images(server, entry, strip)
+    assert image.shape == (8, 3 * 8, 3)  # latent-preview colours of the 8x8 latent, three frames
+    text = "\n".join(entry["outputs"][trajectory]["text"])
+    assert "straightness S = " in text and "Euler 4 steps, cfg 2.5" in text
