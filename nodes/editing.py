@@ -10,9 +10,7 @@ from .editing_sampling import edit_latent, invert_latent
 from .latent_fit import model_geometry, require_latent_fits
 from .limits import require_affordable_work, require_schedule_length
 from .sampling import SCHEDULE_TOOLTIP, SOLVER_TOOLTIP, check_choice
-from .sigmas import MODEL_DEFAULT, OPTIMAL, SCHEDULES, image_size, schedule_sigmas
-
-EDIT_SCHEDULES = tuple(name for name in SCHEDULES if name != OPTIMAL)  # searched grids are for sampling
+from .sigmas import FIXED_SCHEDULES, MODEL_DEFAULT, image_size, schedule_sigmas
 
 
 class InvertedNoise:
@@ -44,7 +42,7 @@ def sigmas_for(node: str, model, latent: torch.Tensor, schedule: str, steps: int
 
 def choices_ok(node: str, solver, schedule) -> bool | str:
     solver_ok = check_choice(node, "solver", solver, INVERTIBLE_METHODS)
-    return solver_ok if solver_ok is not True else check_choice(node, "schedule", schedule, EDIT_SCHEDULES)
+    return solver_ok if solver_ok is not True else check_choice(node, "schedule", schedule, FIXED_SCHEDULES)
 
 
 class FlowMatchInvert(io.ComfyNode):
@@ -70,7 +68,7 @@ class FlowMatchInvert(io.ComfyNode):
                 io.Int.Input("steps", default=8, min=1, max=1000, tooltip="Solver steps, the same as when sampling back."),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Guidance while inverting; 1 (none) inverts most faithfully and is fastest."),
-                io.Combo.Input("schedule", options=list(EDIT_SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
+                io.Combo.Input("schedule", options=list(FIXED_SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
                                tooltip="Shift for the 'sd3 shift' schedule (3 inverts the bundled model best)."),
                 io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
@@ -136,7 +134,7 @@ class FlowMatchEdit(io.ComfyNode):
                 io.Combo.Input("solver", options=list(INVERTIBLE_METHODS), default="euler",
                                tooltip="Solver of the n_min regeneration steps (the edit itself uses Euler, as "
                                        "FlowEdit does). " + SOLVER_TOOLTIP),
-                io.Combo.Input("schedule", options=list(EDIT_SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
+                io.Combo.Input("schedule", options=list(FIXED_SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
                                tooltip="Shift for the 'sd3 shift' schedule."),
             ],

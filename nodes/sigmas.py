@@ -16,6 +16,7 @@ from ..samplers import conventions, schedules
 MODEL_DEFAULT = "model default"
 OPTIMAL = "optimal"
 SCHEDULES = (MODEL_DEFAULT, "uniform", "sd3 shift", "flux resolution shift", OPTIMAL)
+FIXED_SCHEDULES = SCHEDULES[:-1]  # all but the searched grid, for nodes that do not sample with a chosen solver
 
 
 def image_size(latent_shape, spatial_downscale: int) -> tuple[int, int]:

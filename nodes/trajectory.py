@@ -10,10 +10,11 @@ from comfy_api.latest import io, ui
 
 from ..samplers.conventions import sigma_from_t, t_from_sigma, velocity_from_denoised
 from ..samplers.straightness import Straightness, measure_straightness
-from .latent import DEFAULT_SPATIAL_DOWNSCALE
+from .latent_fit import model_geometry, require_latent_fits
+from .limits import require_affordable_work
 from .sampling_guard import guard_sampler
 from .sampling import SCHEDULE_TOOLTIP, check_choice
-from .sigmas import MODEL_DEFAULT, SCHEDULES, image_size, schedule_sigmas
+from .sigmas import FIXED_SCHEDULES, MODEL_DEFAULT, image_size, schedule_sigmas
 
 NODE = "FlowMatchTrajectory"
 
@@ -99,7 +100,7 @@ class FlowMatchTrajectory(io.ComfyNode):
                              tooltip="Seed of the starting noise; the same seed gives the same trajectory."),
                 io.Int.Input("steps", default=20, min=1, max=1000,
                              tooltip="Euler steps along the trajectory (more = a finer estimate of the integral)."),
-                io.Combo.Input("schedule", options=list(SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
+                io.Combo.Input("schedule", options=list(FIXED_SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
                                tooltip="Shift for the 'sd3 shift' schedule (higher spends more steps near noise)."),
                 io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
@@ -116,14 +117,15 @@ class FlowMatchTrajectory(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, schedule):
-        return check_choice(NODE, "schedule", schedule, SCHEDULES)
+        return check_choice(NODE, "schedule", schedule, FIXED_SCHEDULES)
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, schedule, shift, cfg, frames,
                 vae=None) -> io.NodeOutput:
+        require_latent_fits(NODE, model, latent_image["samples"])
         samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
-        latent_format = model.get_model_object("latent_format")
-        size = image_size(samples.shape, getattr(latent_format, "spatial_downscale", DEFAULT_SPATIAL_DOWNSCALE))
+        require_affordable_work(NODE, model, samples.shape)
+        size = image_size(samples.shape, model_geometry(model).spatial)
         sigmas = schedule_sigmas(model, schedule, steps, shift, 1.0, size)
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
         box: dict = {}
