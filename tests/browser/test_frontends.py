@@ -66,7 +66,7 @@ def test_node_reports_show_on_the_nodes(any_frontend_page):
 
     shown = page.run_and_wait_for_image(save["id"])
     assert shown["sizes"] == [[256, 256]]
-    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length >= 2", timeout=10_000)
+    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length >= 2", timeout=30_000)
     page.fit_view()
     page.page.wait_for_timeout(500)
     page.screenshot("reports")
@@ -87,9 +87,9 @@ def test_node_reports_show_on_the_nodes(any_frontend_page):
 
     # Another tab and back: the reports come back with the workflow's outputs.
     run_command(page, "Comfy.NewBlankWorkflow")
-    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length === 0", timeout=10_000)
+    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length === 0", timeout=30_000)
     run_command(page, "Workspace.PreviousOpenedWorkflow")
-    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length >= 2", timeout=10_000)
+    page.page.wait_for_function(f"() => Object.keys(({REPORTS})()).length >= 2", timeout=30_000)
     page.screenshot("tab-again")
     assert {k: v["text"] for k, v in page.page.evaluate(REPORTS).items()} == {k: v["text"] for k, v in reports.items()}
 
