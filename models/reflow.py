@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,11 +44,12 @@ from safetensors import safe_open
 from ..samplers import integrate
 from .checkpoint import FlowMatchBundle, atomic_save_file, load_checkpoint
 from .data import ShapesDataset
-from .distributed import Distributed, barrier, teardown
+from .cli_args import run_cli
+from .distributed import Distributed, barrier
 from .generate import DEFAULT_CHECKPOINT, guided_velocity, initial_noise
 from .train import (
     EMA, TrainConfig, add_runtime_arguments, add_train_config_arguments, load_train_state, new_run, sample_t,
-    save_sample_grid, start_process, train,
+    run_in_process_group, save_sample_grid, train,
 )
 
 logger = logging.getLogger(__name__)
@@ -174,19 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    where = start_process(args)
-    try:
-        reflow(args, where)
-    finally:
-        teardown(where)
+def main(argv: list[str] | None = None) -> int:
+    """CLI: 0, or 2 with a one-line error (bad option, unreadable teacher, unresumable state)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_cli(parser.prog, lambda: run_in_process_group(args, reflow))
 
 
 def reflow(args: argparse.Namespace, where: Distributed) -> None:
     for name in ("pairs", "shard_size", "teacher_steps"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
     run_dir, pairs_dir = Path(args.run_dir), Path(args.run_dir) / "pairs"
     teacher = load_checkpoint(args.teacher, where.device)
@@ -218,4 +218,4 @@ def reflow(args: argparse.Namespace, where: Distributed) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

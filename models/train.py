@@ -495,9 +495,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_process(args: argparse.Namespace) -> None:
     check_paths(args)
+    run_in_process_group(args, run_training)
+
+
+def run_in_process_group(args: argparse.Namespace, work: Callable[[argparse.Namespace, Distributed], None]) -> None:
+    """`work(args, where)` between `start_process` and the process group's teardown."""
     where = start_process(args)
     try:
-        run_training(args, where)
+        work(args, where)
     finally:
         teardown(where)
 
