@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from .comfy_runtime import import_comfyui
 
@@ -228,9 +229,9 @@ class Bench:
         return run
 
     def _reference(self) -> torch.Tensor | None:
-        path = self.results / "reference.pt"
+        path = self.results / "reference.safetensors"
         if path.exists():
-            return torch.load(path)
+            return load_file(path)["reference"]
         self.reference = None
         latents = []
         for steps in REFERENCE_STEPS:
@@ -245,7 +246,7 @@ class Bench:
             "rmse_of_half_the_steps": float((coarse - reference).pow(2).mean().sqrt()),
             "adherence": self.score_against(reference),
         }, indent=1))
-        torch.save(reference, path)
+        save_file({"reference": reference.contiguous()}, path)
         return reference
 
     def score_against(self, latent: torch.Tensor) -> float:
