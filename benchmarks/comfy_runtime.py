@@ -69,6 +69,13 @@ def shifted(model, shift: float | None):
     return ModelSamplingSD3().patch(model, shift)[0]
 
 
+def guidance_limited(model, sigma_low: float, sigma_high: float):
+    """`model` behind FlowMatchGuidanceInterval (CFG only for sigma in [sigma_low, sigma_high])."""
+    from ..nodes.guidance_interval import FlowMatchGuidanceInterval
+
+    return FlowMatchGuidanceInterval.execute(model, sigma_high, sigma_low)[0]
+
+
 class CountingDenoiser:
     """ComfyUI's sampler-side denoiser with its calls counted; attributes fall through
     (k-diffusion samplers read `inner_model`)."""

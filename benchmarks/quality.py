@@ -42,6 +42,8 @@ NATIVE = ("euler", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpmpp_2m", "r
 NATIVE_SCHEDULES = ("simple", "beta")
 SHIFTS = (None, 3.0)
 PACK_SCHEDULES = (("simple", 3.0), ("beta", 3.0))
+GUIDANCE_INTERVAL = "0.8-0.95"  # FlowMatchGuidanceInterval's defaults
+GUIDED = ("euler", "flow_reuse")  # the pack's solvers also run behind the guidance interval
 BUDGETS = (3, 4, 6, 8, 12, 16, 24)
 ADAPTIVE = {"dpm_adaptive": "native", "dopri5": "pack"}
 TOLERANCES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -53,17 +55,28 @@ DEFAULT_RESULTS = Path("benchmark_results")
 
 @dataclass(frozen=True)
 class Config:
-    """One sampler on one schedule: family 'native' (a ComfyUI sampler) or 'pack' (our solver)."""
+    """One sampler on one schedule: family 'native' (a ComfyUI sampler) or 'pack' (our solver);
+    `guidance` "low-high": CFG only for sigma in [low, high] (FlowMatchGuidanceInterval), which
+    samples a different ODE than the cfg-4 reference, so those runs count for adherence only."""
 
     family: str
     sampler: str
     schedule: str
     shift: float | None
+    guidance: str = ""
 
     @property
     def label(self) -> str:
         shift = "" if self.shift is None else f", shift {self.shift:g}"
-        return f"{self.family} {self.sampler}, {self.schedule}{shift}"
+        guidance = f", guidance sigma {self.guidance}" if self.guidance else ""
+        return f"{self.family} {self.sampler}, {self.schedule}{shift}{guidance}"
+
+    def stored(self) -> dict:
+        """asdict without an empty `guidance`, so runs stored before the field keep their keys."""
+        fields = asdict(self)
+        if not self.guidance:
+            del fields["guidance"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ class Run:
     grid: str = ""  # for 'optimal': the searched record's settings hash, so a new search is rerun
 
     def key(self) -> str:
-        return json.dumps([asdict(self.config), self.steps, self.tolerance, self.grid])
+        return json.dumps([self.config.stored(), self.steps, self.tolerance, self.grid])
 
 
 class Bench:
@@ -115,12 +128,17 @@ class Bench:
             if probes.exists() else {}
         self.reference = self._reference()
 
-    def model(self, shift: float | None):
-        from .comfy_runtime import shifted
+    def model(self, shift: float | None, guidance: str = ""):
+        """The bundled model behind ModelSamplingSD3 (`shift`) and FlowMatchGuidanceInterval (`guidance`)."""
+        from .comfy_runtime import guidance_limited, shifted
 
-        if shift not in self.models:
-            self.models[shift] = shifted(self.bundled.model, shift)
-        return self.models[shift]
+        if (shift, guidance) not in self.models:
+            model = shifted(self.bundled.model, shift)
+            if guidance:
+                low, high = (float(v) for v in guidance.split("-"))
+                model = guidance_limited(model, low, high)
+            self.models[(shift, guidance)] = model
+        return self.models[(shift, guidance)]
 
     def sigmas(self, config: Config, steps: int) -> torch.Tensor:
         model = self.model(config.shift)
@@ -169,7 +187,8 @@ class Bench:
         positive = self.positive if count is None else [[self.positive[0][0][:count], {
             k: (v[:count] if torch.is_tensor(v) else v) for k, v in self.positive[0][1].items()}]]
         noise = self.noise if count is None else self.noise[:count]
-        return sample(self.model(config.shift), self.sampler(config, tolerance), sigmas, positive, self.negative, noise, CFG)
+        return sample(self.model(config.shift, config.guidance), self.sampler(config, tolerance), sigmas, positive,
+                      self.negative, noise, CFG)
 
     def probe_nfe(self, config: Config, steps: int) -> int:
         """Counted NFE of `steps` steps, on a one-sample batch (NFE does not depend on the batch)."""
@@ -295,7 +314,7 @@ def configs(families: list[str], samplers: list[str] | None, pack_methods: list[
             shifts: tuple = SHIFTS) -> list[Config]:
     """Native: every sampler x schedule x shift. Pack: every solver on `PACK_SCHEDULES` and its
     searched grid; pack euler on ComfyUI's sigmas is bit-identical to native euler, so only
-    its searched grid is run."""
+    its searched grid is run; the `GUIDED` solvers also on `PACK_SCHEDULES` behind the guidance interval."""
     out = []
     if "native" in families:
         out += [Config("native", s, sched, shift) for shift in shifts[::-1] for s in NATIVE for sched in NATIVE_SCHEDULES]
@@ -305,6 +324,8 @@ def configs(families: list[str], samplers: list[str] | None, pack_methods: list[
                 out += [Config("pack", method, sched, shift) for sched, shift in PACK_SCHEDULES]
             if method not in ADAPTIVE and optimal(method):  # an adaptive solver picks its own steps
                 out.append(Config("pack", method, "optimal", None))
+            if method in GUIDED:
+                out += [Config("pack", method, sched, shift, GUIDANCE_INTERVAL) for sched, shift in PACK_SCHEDULES]
     return [c for c in out if samplers is None or c.sampler in samplers]
 
 

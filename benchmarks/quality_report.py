@@ -11,9 +11,31 @@ def _fmt(run) -> str:
 
 
 def best(table: dict, budget: int, family: str | None = None):
+    """The lowest-RMSE run at `budget` among the runs of the cfg-4 ODE (guidance-interval runs
+    solve another ODE, so their RMSE against the reference is not an accuracy)."""
     runs = [run for (config, b), run in table.items() if b == budget and run is not None
-            and (family is None or config.family == family)]
+            and not config.guidance and (family is None or config.family == family)]
     return min(runs, key=lambda r: r.rmse, default=None)
+
+
+def most_adherent(table: dict, budget: int, family: str):
+    """The run with the highest adherence at `budget` (ties: the lower RMSE)."""
+    runs = [run for (config, b), run in table.items() if b == budget and run is not None and config.family == family]
+    return min(runs, key=lambda r: (-r.adherence, r.rmse), default=None)
+
+
+def adherence_markdown(table: dict, budgets: list[int]) -> str:
+    lines = ["| NFE | most adherent native | adherence | seen / held-out | pack's most adherent | adherence | "
+             "seen / held-out |", "|---|---|---|---|---|---|---|"]
+    for budget in budgets:
+        cells = []
+        for family in ("native", "pack"):
+            run = most_adherent(table, budget, family)
+            cells += ["n/a"] * 3 if run is None else [
+                f"{run.config.label.split(' ', 1)[1]} ({run.nfe} NFE)", f"{run.adherence:.0%}",
+                f"{run.adherence_seen:.0%} / {run.adherence_held_out:.0%}"]
+        lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summary_markdown(table: dict, budgets: list[int]) -> str:
@@ -50,7 +72,8 @@ def midpoint_markdown(table: dict, budgets: list[int]) -> str:
         cells = []
         for names in solvers.values():
             runs = [run for (config, b), run in table.items() if b == budget and run is not None
-                    and config.sampler in names and (config.family == "pack" or config.sampler == "euler")]
+                    and config.sampler in names and (config.family == "pack" or config.sampler == "euler")
+                    and not config.guidance]
             run = min(runs, key=lambda r: r.rmse, default=None)
             cells += ["n/a", "n/a"] if run is None else [run.config.label.split(", ", 1)[1], f"{run.rmse:.3f}"]
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
@@ -66,11 +89,12 @@ def plot(table: dict, budgets: list[int], path: Path) -> None:
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
-    samplers = dict.fromkeys((config.family, config.sampler) for config, _ in table)
+    samplers = dict.fromkeys((config.family, config.sampler) for config, _ in table if not config.guidance)
     for family, sampler in samplers:
         points = []
         for budget in budgets:
-            runs = [r for (c, b), r in table.items() if b == budget and r and c.family == family and c.sampler == sampler]
+            runs = [r for (c, b), r in table.items()
+                    if b == budget and r and c.family == family and c.sampler == sampler and not c.guidance]
             if runs:
                 points.append((budget, min(r.rmse for r in runs)))
         if points:
@@ -99,6 +123,7 @@ def write_report(bench, table: dict, budgets: list[int], report: Path | None, pl
     text = "\n\n".join([
         f"Reference: {json.dumps(reference)}",
         "### Best at each budget\n\n" + summary_markdown(table, budgets),
+        "### Most adherent at each budget (guidance-interval runs included)\n\n" + adherence_markdown(table, budgets),
         "### Midpoints vs euler at equal NFE (each on its best schedule)\n\n" + midpoint_markdown(table, budgets),
         "### RMSE (every configuration)\n\n" + grid_markdown(table, budgets, _fmt),
         "### Adherence\n\n" + grid_markdown(table, budgets, lambda r: "n/a" if r is None else f"{r.adherence:.0%}"),

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", type=int, default=optimal.DEFAULT_CANDIDATES)
     parser.add_argument("--substeps", type=int, default=optimal.DEFAULT_SUBSTEPS)
     parser.add_argument("--objective", choices=optimal.OBJECTIVES, default=None,
-                        help="default: propagated for euler and flow_2m, local for the others")
+                        help="default: propagated for euler, flow_2m and flow_midpoint, local for the others")
     parser.add_argument("--max-steps", type=int, default=optimal.DEFAULT_MAX_STEPS,
                         help="largest step count a propagated search covers")
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: %(default)s = the user cache)")

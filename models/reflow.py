@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from ..samplers import integrate
+from ..samplers import integrate, time_grid
 from .checkpoint import FlowMatchBundle, atomic_save_file, load_checkpoint
 from .data import ShapesDataset
 from .cli_args import run_cli
@@ -62,11 +63,12 @@ REFLOW_DEFAULTS = TrainConfig(steps=3000, batch_size=64, lr=3e-4, warmup=50, ema
 
 @torch.no_grad()
 def teacher_images(bundle: FlowMatchBundle, noise: torch.Tensor, captions: list[str], *, method: str,
-                   steps: int, cfg: float) -> torch.Tensor:
+                   steps: int, cfg: float, shift: float = 1.0) -> torch.Tensor:
     """Integrate `noise` [B, C, H, W] from t=0 to 1 with the guided teacher velocity
-    v_u + cfg (v_c - v_u) on ``linspace(0, 1, steps + 1)``; returns x1 in model space."""
+    v_u + cfg (v_c - v_u) on `samplers.time_grid(steps, shift=shift)` (shift 1: uniform);
+    returns x1 in model space."""
     velocity = guided_velocity(bundle, captions, cfg)
-    ts = torch.linspace(0.0, 1.0, steps + 1, device=noise.device)
+    ts = time_grid(steps, shift=shift).to(device=noise.device, dtype=noise.dtype)
     return integrate(velocity, noise, ts, method=method).state
 
 
@@ -75,7 +77,8 @@ def shard_path(pairs_dir: Path, index: int) -> Path:
 
 
 def generate_pairs(bundle: FlowMatchBundle, pairs_dir: Path, *, pairs: int, shard_size: int, method: str,
-                   steps: int, cfg: float, seed: int, time_budget_s: float, where: Distributed) -> None:
+                   steps: int, cfg: float, seed: int, time_budget_s: float, where: Distributed,
+                   shift: float = 1.0) -> None:
     """Write this rank's missing shards until `pairs` pairs exist or the time budget (0 = none) is spent."""
     pairs_dir.mkdir(parents=True, exist_ok=True)
     dit = bundle.dit
@@ -94,11 +97,11 @@ def generate_pairs(bundle: FlowMatchBundle, pairs_dir: Path, *, pairs: int, shar
         captions = [spec.caption for spec in captions_source.specs(index, shard_size)]
         noise = initial_noise(shard_size, channels, side, side, PAIR_SEED_OFFSET + seed * 10**7 + first)
         t0 = time.perf_counter()
-        images = teacher_images(bundle, noise.to(device), captions, method=method, steps=steps, cfg=cfg)
+        images = teacher_images(bundle, noise.to(device), captions, method=method, steps=steps, cfg=cfg, shift=shift)
         seconds = time.perf_counter() - t0
         atomic_save_file({"noise": noise.contiguous(), "image": images.float().cpu().contiguous()}, path,
                          {"captions": json.dumps(captions), "first_pair": str(first), "method": method,
-                          "steps": str(steps), "cfg": str(cfg), "seconds": f"{seconds:.1f}"})
+                          "steps": str(steps), "shift": str(shift), "cfg": str(cfg), "seconds": f"{seconds:.1f}"})
         spent += seconds
         logger.info("shard %d: %d pairs in %.1f s", index, shard_size, seconds)
 
@@ -167,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop drawing new pairs after this many seconds (0 = no budget)")
     parser.add_argument("--teacher-method", default="midpoint", help="samplers method for the teacher")
     parser.add_argument("--teacher-steps", type=int, default=10, help="teacher solver steps")
+    parser.add_argument("--teacher-shift", type=float, default=1.0,
+                        help="SD3 shift of the teacher's time grid (1 = uniform; 3 spends the steps near the noise)")
     parser.add_argument("--cfg", type=float, default=4.0, help="teacher guidance scale (baked into the student)")
     parser.add_argument("--filter-pairs", action="store_true",
                         help="train only on pairs whose image passes models.evaluate.judge (shapes captions only)")
@@ -187,12 +192,14 @@ def reflow(args: argparse.Namespace, where: Distributed) -> None:
     for name in ("pairs", "shard_size", "teacher_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.teacher_shift) and args.teacher_shift > 0):
+        raise ValueError(f"--teacher-shift must be a finite number > 0, got {args.teacher_shift}")
     config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
     run_dir, pairs_dir = Path(args.run_dir), Path(args.run_dir) / "pairs"
     teacher = load_checkpoint(args.teacher, where.device)
     generate_pairs(teacher, pairs_dir, pairs=args.pairs, shard_size=args.shard_size, method=args.teacher_method,
                    steps=args.teacher_steps, cfg=args.cfg, seed=config.seed,
-                   time_budget_s=args.pairs_time_budget_s, where=where)
+                   time_budget_s=args.pairs_time_budget_s, where=where, shift=args.teacher_shift)
     barrier(where)
     noise, image, captions = load_pairs(pairs_dir)
     drawn = len(noise)
@@ -208,7 +215,8 @@ def reflow(args: argparse.Namespace, where: Distributed) -> None:
         logger.info("resumed at step %d (%.0f s trained)", run.step, run.elapsed_s)
     batches = PairBatches(noise, image, teacher.tokenizer(captions), config)
     facts = {"reflow": {"teacher": Path(args.teacher).name, "teacher_method": args.teacher_method,
-                        "teacher_steps": args.teacher_steps, "teacher_cfg": args.cfg, "pairs_drawn": drawn,
+                        "teacher_steps": args.teacher_steps, "teacher_shift": args.teacher_shift,
+                        "teacher_cfg": args.cfg, "pairs_drawn": drawn,
                         "pairs": len(noise), "filter_pairs": args.filter_pairs,
                         "pair_seconds": round(pair_seconds, 1)},
              "sampling": {"cfg": 1.0, "steps": [1, 2], "method": "euler"}}

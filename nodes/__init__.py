@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FlowMatchTextEncode
 from .editing import FlowMatchEdit, FlowMatchInvert
+from .guidance_interval import FlowMatchGuidanceInterval
 from .latent import FlowMatchEmptyLatent
 from .likelihood import FlowMatchLikelihood
 from .loader import FlowMatchModelLoader
@@ -27,6 +28,7 @@ class FlowMatchExtension(ComfyExtension):
             FlowMatchSampler,
             FlowMatchODESampler,
             FlowMatchScheduler,
+            FlowMatchGuidanceInterval,
             FlowMatchInvert,
             FlowMatchEdit,
             FlowMatchOptimalSchedule,

@@ -120,7 +120,8 @@ class FlowMatchSampler(io.ComfyNode):
                              tooltip="Seed of the starting noise; the same seed gives the same image."),
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Number of solver steps."),
                 io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance: how strongly to follow the prompt (1 = off, faster)."),
+                               tooltip=("Classifier-free guidance: how strongly to follow the prompt (1 = off, faster). "
+                                        "For 3-4 steps, limit it with Flow Match Guidance Interval.")),
                 io.Combo.Input("solver", options=list(METHODS), default=DEFAULT_SOLVER, tooltip=SOLVER_TOOLTIP),
                 io.Combo.Input("schedule", options=list(SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,

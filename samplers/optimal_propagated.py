@@ -13,9 +13,12 @@ recursion is greedy at every intermediate point (a path that is worse at j but b
 the end is not kept), as in the paper. Each (k, i) costs one model call, D(z_{k-1}(i)),
 shared by every j: max_steps x M calls for one-call-per-step methods.
 
-Supported: euler and flow_2m (`PROPAGATED_METHODS`), whose step is the exponential step
+Supported (`PROPAGATED_METHODS`): euler and flow_2m, whose step is the exponential step
 through the last one or two data estimates (`samplers.exponential.step_weights`, what the
-engine runs for them): x_j = ratio * z + sum w * D.
+engine runs for them): x_j = ratio * z + sum w * D; and flow_midpoint, whose step adds a
+stage at sigma_m = sigma_i + c (sigma_j - sigma_i), predicted from D(z) alone, and steps
+through both estimates. Its stage depends on j, so each (k, i) costs 1 + (M - i) calls
+instead of 1.
 """
 
 from __future__ import annotations
@@ -26,9 +29,20 @@ import torch
 from torch import Tensor
 
 from .exponential import step_weights
+from .methods import METHODS
 
-PROPAGATED_METHODS = {"euler": 1, "flow_2m": 2}
-"""Method -> the number of data estimates its step uses (the current one and the history)."""
+PROPAGATED_METHODS = {"euler": 1, "flow_2m": 2, "flow_midpoint": 1}
+"""Method -> the number of data estimates carried from step to step (the current one and the history)."""
+STAGES = {"flow_midpoint": METHODS["flow_midpoint"].stages[0]}
+"""Single-step methods with one stage -> its position as a fraction of the interval in sigma."""
+
+
+def _combine(z: Tensor, s_from: float, s_to: float, known: list[tuple[float, Tensor]]) -> Tensor:
+    ratio, weights = step_weights(s_from, s_to, [p for p, _ in known])
+    x = z * ratio
+    for w, (_, data) in zip(weights, known):
+        x = x + w * data
+    return x
 
 
 def propagated_grids(denoiser: Callable[..., Tensor], states: list[Tensor], sigmas: Tensor, method: str,
@@ -63,10 +77,16 @@ def propagated_grids(denoiser: Callable[..., Tensor], states: list[Tensor], sigm
             calls += 1 if before is None else denoiser.calls - before
             known = (history + [(s[i], d)])[-points:]
             for j in range(i + 1, m + 1):
-                ratio, weights = step_weights(s[i], s[j], [p for p, _ in known])
-                x = z * ratio
-                for w, (_, data) in zip(weights, known):
-                    x = x + w * data
+                if method in STAGES:
+                    s_m = s[i] + STAGES[method] * (s[j] - s[i])
+                    stage = _combine(z, s[i], s_m, known)
+                    before = getattr(denoiser, "calls", None)
+                    d_m = denoiser(stage, torch.full((batch,), s_m, dtype=z.dtype, device=z.device),
+                                   **extra_args).to(z.dtype)
+                    calls += 1 if before is None else denoiser.calls - before
+                    x = _combine(z, s[i], s[j], known + [(s_m, d_m)])
+                else:
+                    x = _combine(z, s[i], s[j], known)
                 cost = float((x.double() - states[j].double()).pow(2).mean().sqrt())
                 if j not in new_layer or cost < new_layer[j][0]:
                     new_layer[j] = (cost, x, known[-(points - 1):] if points > 1 else [], path + [j])

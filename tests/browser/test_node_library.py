@@ -14,6 +14,7 @@ NODE_IDS = {
     "FlowMatchModelLoader", "FlowMatchTextEncode", "FlowMatchSampler",
     "FlowMatchODESampler", "FlowMatchScheduler", "FlowMatchEmptyLatent",
     "FlowMatchInvert", "FlowMatchEdit", "FlowMatchOptimalSchedule", "FlowMatchTrajectory", "FlowMatchLikelihood",
+    "FlowMatchGuidanceInterval",
 }
 
 

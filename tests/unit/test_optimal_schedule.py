@@ -159,7 +159,7 @@ def test_flow_2m_search_matches_enumeration_of_closed_form_teacher_forced_steps(
         assert total == pytest.approx(expected_total, rel=2e-3, abs=1e-6)
 
 
-@pytest.mark.parametrize("method", ["euler", "flow_2m"])
+@pytest.mark.parametrize("method", ["euler", "flow_2m", "flow_midpoint"])
 def test_propagated_search_scores_the_true_end_error_of_its_grid(method):
     """Its cost is the RMS at sigma = 0 of the sampler itself run on the grid it found."""
     flow = gaussian_flow(channels=3, dims=4)

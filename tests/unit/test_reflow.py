@@ -47,6 +47,27 @@ def test_pairs_are_the_teachers_samples_and_shards_resume(teacher, tmp_path):
     torch.testing.assert_close(((image[4:8] + 1) / 2).clamp(0, 1), reference, rtol=1e-5, atol=1e-5)
 
 
+def test_shifted_teacher_grid_draws_what_generate_draws_at_that_shift(teacher, tmp_path):
+    bundle = load_checkpoint(teacher)
+    generate_pairs(bundle, tmp_path, pairs=4, shard_size=4, method="flow_reuse", steps=3, cfg=2.5, seed=0,
+                   time_budget_s=0.0, where=Distributed(), shift=3.0)
+    noise, image, captions = load_pairs(tmp_path)
+    reference = generate_images(bundle, captions, steps=3, method="flow_reuse", cfg=2.5, seed=PAIR_SEED_OFFSET,
+                                shift=3.0)
+    torch.testing.assert_close(((image + 1) / 2).clamp(0, 1), reference, rtol=1e-5, atol=1e-5)
+    with safe_open(str(shard_path(tmp_path, 0)), framework="pt") as f:
+        assert f.metadata()["shift"] == "3.0" and f.metadata()["method"] == "flow_reuse"
+
+
+@pytest.mark.parametrize("shift", ["0", "-1", "nan", "inf"])
+def test_cli_refuses_a_bad_teacher_shift_before_loading_the_teacher(tmp_path, capsys, shift):
+    code = main(["--teacher", str(tmp_path / "missing.safetensors"), "--output", str(tmp_path / "s.safetensors"),
+                 "--run-dir", str(tmp_path / "run"), "--teacher-shift", shift, "--device", "cpu"])
+    assert code == 2
+    assert "--teacher-shift must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_trains_a_student_from_the_teacher(teacher, tmp_path):
     out = tmp_path / "student.safetensors"
     main(["--teacher", str(teacher), "--output", str(out), "--run-dir", str(tmp_path / "run"), "--pairs", "8",
