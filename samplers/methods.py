@@ -15,7 +15,8 @@ Two families (the convention is in `samplers/__init__`):
   The ends: at sigma = 1 nothing is special (D there is the model's estimate of the mean
   image, and u = -log(sigma) = 0); an interval ending at sigma = 0 returns the data estimate
   of its point nearest to 0 (the exact x(0) = D(x(0), 0) with D held constant), so the model
-  is never called at sigma = 0. An interval must not start at
+  is never called at sigma = 0; flow_midpoint puts its stage there at 0.1 sigma_a instead of
+  the middle (`LAST_STAGE`). An interval must not start at
   sigma = 0 (x / sigma is singular there): these methods generate, they do not invert from data.
 
 euler is both: one velocity step in t equals the one-point exponential step exactly (in
@@ -52,6 +53,7 @@ class Method:
     tableau: the Runge-Kutta coefficients of a "t" tableau method.
     stages, history, reuse_stage, first_stages: the plan of a "sigma" method (module docstring);
         first_stages replaces `stages` on the first step (a multistep method's warm-up).
+    last_stages: replaces `stages` on an interval ending at sigma = 0 (see FLOW_MIDPOINT).
     summary: one line for tooltips and docs.
     """
 
@@ -67,6 +69,7 @@ class Method:
     history: int = 0
     reuse_stage: bool = False
     first_stages: tuple[float, ...] | None = None
+    last_stages: tuple[float, ...] | None = None
     extra_calls: int = 0
 
     def nfe(self, steps: int) -> int:
@@ -74,6 +77,16 @@ class Method:
         if self.calls_per_step is None:
             raise ValueError(f"{self.name} is adaptive: its model calls are known only after the run")
         return self.calls_per_step * steps + (self.extra_calls if steps > 0 else 0)
+
+
+LAST_STAGE = 0.9
+"""flow_midpoint's stage on an interval [sigma_a, 0]: at 0.1 sigma_a. Such a step returns the
+data estimate of its point nearest to 0 (the exact x(0) = D(x(0), 0) with D held from there,
+as every flow-aware method does), so the stage decides how finished the output is: it is
+two Euler steps, sigma_a -> 0.1 sigma_a -> 0, not a midpoint. Measured on the bundled model
+(cfg 4, 3 steps, each on its best grid over 16 candidates, 16 prompt/noise pairs apart from
+the benchmark's): RMSE 0.186 with the stage at 0.5 sigma_a, 0.166 at 0.35, 0.141 at 0.2,
+0.134 at 0.1; euler at the same 6 calls on its searched grid 0.142."""
 
 
 def _rk(c, a, b) -> Tableau:
@@ -104,7 +117,7 @@ DOPRI5 = Method("dopri5", 5, None, ADAPTIVE, "t", True, "adaptive Dormand-Prince
 FLOW_MIDPOINT = Method(
     "flow_midpoint", 2, 2, TABLEAU, "sigma", False,
     "second-order single-step exponential midpoint in data-prediction form (2 calls per step)",
-    stages=(0.5,),
+    stages=(0.5,), last_stages=(LAST_STAGE,),
 )
 FLOW_2M = Method(
     "flow_2m", 2, 1, MULTISTEP, "sigma", False,

@@ -33,8 +33,10 @@ from .methods import METHODS
 
 PROPAGATED_METHODS = {"euler": 1, "flow_2m": 2, "flow_midpoint": 1}
 """Method -> the number of data estimates carried from step to step (the current one and the history)."""
-STAGES = {"flow_midpoint": METHODS["flow_midpoint"].stages[0]}
-"""Single-step methods with one stage -> its position as a fraction of the interval in sigma."""
+STAGES = {name: (METHODS[name].stages[0], (METHODS[name].last_stages or METHODS[name].stages)[0])
+          for name in ("flow_midpoint",)}
+"""Single-step methods with one stage -> its position as a fraction of the interval in sigma
+(on an interval ending at sigma > 0, and on one ending at 0)."""
 
 
 def _combine(z: Tensor, s_from: float, s_to: float, known: list[tuple[float, Tensor]]) -> Tensor:
@@ -78,7 +80,8 @@ def propagated_grids(denoiser: Callable[..., Tensor], states: list[Tensor], sigm
             known = (history + [(s[i], d)])[-points:]
             for j in range(i + 1, m + 1):
                 if method in STAGES:
-                    s_m = s[i] + STAGES[method] * (s[j] - s[i])
+                    inner, last = STAGES[method]
+                    s_m = s[i] + (last if s[j] == 0 else inner) * (s[j] - s[i])
                     stage = _combine(z, s[i], s_m, known)
                     before = getattr(denoiser, "calls", None)
                     d_m = denoiser(stage, torch.full((batch,), s_m, dtype=z.dtype, device=z.device),

@@ -22,6 +22,7 @@ ng = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ng)
 
 BUNDLED_PATH = Path(__file__).resolve().parents[2] / "models" / "weights" / ng.BUNDLED
+REFLOW = "flowmatch_shapes_reflow.safetensors"  # the one/two-step model (make train-reflow)
 STEPS, CFG = 20, 4.0
 
 if not BUNDLED_PATH.is_file():
@@ -43,14 +44,15 @@ def stacked(g, links):
     return links[0]
 
 
-def prompts_graph(prompts, model_patch=None, encoder="FlowMatchTextEncode", steps=STEPS, seed=100):
+def prompts_graph(prompts, model_patch=None, encoder="FlowMatchTextEncode", steps=STEPS, seed=100, cfg=CFG,
+                  ckpt=ng.BUNDLED):
     g = ng.Graph()
-    loader = g.add("FlowMatchModelLoader", ckpt_name=ng.BUNDLED)
+    loader = g.add("FlowMatchModelLoader", ckpt_name=ckpt)
     model = ng.out(loader) if model_patch is None else model_patch(g, ng.out(loader))
     negative = ng.out(g.add(encoder, clip=ng.out(loader, 1), text=""))
     positive = stacked(g, [ng.out(g.add(encoder, clip=ng.out(loader, 1), text=p)) for p in prompts])
     latent = ng.out(g.add("FlowMatchEmptyLatent", model=model, width=32, height=32, batch_size=len(prompts)))
-    sampled = g.add("FlowMatchSampler", model=model, seed=seed, steps=steps, cfg=CFG, solver="euler",
+    sampled = g.add("FlowMatchSampler", model=model, seed=seed, steps=steps, cfg=cfg, solver="euler",
                     schedule="model default", shift=3.0, positive=positive, negative=negative,
                     latent_image=latent, denoise=1.0)
     image = g.add("VAEDecode", samples=ng.out(sampled), vae=ng.out(loader, 2))
@@ -73,6 +75,27 @@ def verdicts(images, prompts):
 def test_bundled_model_text_to_image_is_adherent(server):
     prompts = evaluation_prompts("seen", 16)
     passed = verdicts(run_images(server, prompts), prompts)
+    assert sum(passed) >= 14, list(zip(prompts, passed))
+
+
+def test_guidance_interval_keeps_4_step_images_adherent(server):
+    """The help page's few-step promise: 4 euler steps at cfg 4 on the shift-3 schedule, behind
+    Flow Match Guidance Interval with its defaults (sigma 0.8 to 0.95)."""
+    def patch(g, model):
+        shifted = ng.out(g.add("ModelSamplingSD3", model=model, shift=3.0))
+        return ng.out(g.add("FlowMatchGuidanceInterval", model=shifted, sigma_low=0.8, sigma_high=0.95))
+
+    prompts = evaluation_prompts("seen", 8) + evaluation_prompts("held_out", 8)
+    passed = verdicts(run_images(server, prompts, model_patch=patch, steps=4), prompts)
+    assert sum(passed) >= 14, list(zip(prompts, passed))
+
+
+def test_reflowed_checkpoint_is_listed_and_draws_the_prompt_in_one_step(server):
+    options = server.get_json("/object_info/FlowMatchModelLoader")["FlowMatchModelLoader"]["input"]["required"][
+        "ckpt_name"][1]["options"]
+    assert options[:2] == [ng.BUNDLED, REFLOW], options
+    prompts = evaluation_prompts("seen", 8) + evaluation_prompts("held_out", 8)
+    passed = verdicts(run_images(server, prompts, steps=1, cfg=1.0, ckpt=REFLOW), prompts)
     assert sum(passed) >= 14, list(zip(prompts, passed))
 
 

@@ -52,7 +52,8 @@ def test_comfy_node_pack_ships_the_pack_without_tests_or_dev_files(checkout):
     code = {str(path.relative_to(checkout)) for folder in ("nodes", "samplers", "models", "client")
             for path in (checkout / folder).glob("*.py")}
     must_ship = {"__init__.py", "LICENSE", "pyproject.toml", "requirements.txt", "README.md",
-                 "models/weights/flowmatch_shapes.safetensors", *code}
+                 "models/weights/flowmatch_shapes.safetensors", "models/weights/flowmatch_shapes_reflow.safetensors",
+                 *code}
     assert must_ship <= names, sorted(must_ship - names)
 
 
