@@ -99,7 +99,7 @@ class Run:
 class Bench:
     """The model, prompts, noise and reference of one benchmark, and the runs done so far."""
 
-    def __init__(self, results: Path, checkpoint: str | None = None):
+    def __init__(self, results: Path, checkpoint: str | None = None, cfg: float = CFG):
         import comfy.samplers
 
         from ..models.evaluate import evaluation_prompts
@@ -107,6 +107,7 @@ class Bench:
         from .comfy_runtime import batched_conditioning, load_bundled
 
         self.comfy_samplers = comfy.samplers
+        self.cfg = cfg
         self.bundled = load_bundled(checkpoint)
         self.prompts = evaluation_prompts("seen", PAIRS_PER_SPLIT) + evaluation_prompts("held_out", PAIRS_PER_SPLIT)
         self.positive = batched_conditioning(self.bundled.clip, self.prompts)
@@ -154,7 +155,7 @@ class Bench:
         from ..samplers.optimal import searched_method, shipped_record
 
         searched = searched_method(method)
-        record = shipped_record(model_fingerprint(self.bundled.model), searched, CFG)
+        record = shipped_record(model_fingerprint(self.bundled.model), searched, self.cfg)
         if record is None:
             raise SystemExit(f"no shipped optimal grid for {searched!r}: run python -m "
                              f"comfyui_flowmatch.models.optimal_schedule --solvers {searched} --ship")
@@ -188,7 +189,7 @@ class Bench:
             k: (v[:count] if torch.is_tensor(v) else v) for k, v in self.positive[0][1].items()}]]
         noise = self.noise if count is None else self.noise[:count]
         return sample(self.model(config.shift, config.guidance), self.sampler(config, tolerance), sigmas, positive,
-                      self.negative, noise, CFG)
+                      self.negative, noise, self.cfg)
 
     def probe_nfe(self, config: Config, steps: int) -> int:
         """Counted NFE of `steps` steps, on a one-sample batch (NFE does not depend on the batch)."""
@@ -349,13 +350,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="write the RMSE-vs-NFE PNG here")
     parser.add_argument("--comfyui", default=None, help="ComfyUI tree (default: $COMFYUI_PATH or the repo's .comfyui)")
     parser.add_argument("--checkpoint", default=None, help="default: the bundled model")
+    parser.add_argument("--cfg", type=float, default=CFG,
+                        help="guidance scale (1 for the reflowed checkpoint, whose guidance is baked in)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import_comfyui(args.comfyui)
     from ..samplers.methods import METHODS
 
     started = time.perf_counter()
-    bench = Bench(args.results, args.checkpoint)
+    bench = Bench(args.results, args.checkpoint, args.cfg)
     if args.report_only:
         write_report(bench, bench.stored_table(), sorted(args.budgets), args.report, args.plot)
         return

@@ -80,7 +80,7 @@ def midpoint_markdown(table: dict, budgets: list[int]) -> str:
     return "\n".join(lines)
 
 
-def plot(table: dict, budgets: list[int], path: Path) -> None:
+def plot(table: dict, budgets: list[int], path: Path, model: str = "bundled model, cfg 4") -> None:
     """RMSE vs NFE: best native and the pack's best per budget, and each family's per-solver best."""
     import matplotlib
 
@@ -109,7 +109,7 @@ def plot(table: dict, budgets: list[int], path: Path) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("model evaluations (NFE)")
     ax.set_ylabel("RMSE vs converged reference")
-    ax.set_title("bundled model, cfg 4, 32 prompt/seed pairs (thin: per sampler, best schedule)")
+    ax.set_title(f"{model}, 32 prompt/seed pairs (thin: per sampler, best schedule)")
     ax.title.set_fontsize(9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -132,6 +132,6 @@ def write_report(bench, table: dict, budgets: list[int], report: Path | None, pl
     if report is not None:
         report.write_text(text + "\n")
     if plot_path is not None:
-        plot(table, budgets, plot_path)
+        plot(table, budgets, plot_path, f"{bench.bundled.path.stem}, cfg {bench.cfg:g}")
     print(text)  # the CLI's output
     return text
