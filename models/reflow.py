@@ -3,7 +3,8 @@
 ``python -m comfyui_flowmatch.models.reflow`` (``make train-reflow`` is the shipped recipe):
 
 1. **Pairs.** The teacher checkpoint integrates noise x0 to an image x1 with a solver
-   (default midpoint, 10 steps: 20 velocity calls) at its CFG (4) for captions of the
+   (the CLI's default: midpoint, 10 uniform steps, 20 velocity calls; `make train-reflow`:
+   flow_reuse, 12 steps on a shift-3 grid, 13 calls) at its CFG (4) for captions of the
    training distribution (`ShapesDataset`, held-out colour/shape pairs excluded). Shards of `--shard-size`
    pairs go to ``<run-dir>/pairs/pairs_<k>.safetensors`` (tensors ``noise`` and ``image``
    in model space [-1, 1], fp32; captions in the metadata). Pair j uses noise seeded
