@@ -29,15 +29,12 @@ def guidance_interval_patch(sigma_low: float, sigma_high: float, previous=None):
     sigma_low <= sigma <= sigma_high, elsewhere the cond prediction alone, returned as both."""
     def calc_cond_batch(args):
         conds = args["conds"]
-        sigma = float(args["sigma"].max())
-        if conds[1] is not None and not sigma_low <= sigma <= sigma_high:
+        outside = conds[1] is not None and not sigma_low <= float(args["sigma"].max()) <= sigma_high
+        if outside:
             args = {**args, "conds": [conds[0], None]}
-            out = previous(args) if previous is not None else comfy.samplers.calc_cond_batch(
-                args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-            return [out[0], out[0]]
-        if previous is not None:
-            return previous(args)
-        return comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
+        out = previous(args) if previous is not None else comfy.samplers.calc_cond_batch(
+            args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
+        return [out[0], out[0]] if outside else out
 
     return calc_cond_batch
 

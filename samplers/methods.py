@@ -72,6 +72,14 @@ class Method:
     last_stages: tuple[float, ...] | None = None
     extra_calls: int = 0
 
+    def stages_on(self, step: int, s_to: float) -> tuple[float, ...]:
+        """The stages of step `step` (0-based), which ends at sigma `s_to`."""
+        if s_to == 0 and self.last_stages is not None:
+            return self.last_stages
+        if step == 0 and self.first_stages is not None:
+            return self.first_stages
+        return self.stages
+
     def nfe(self, steps: int) -> int:
         """Model calls over `steps` intervals (not adaptive)."""
         if self.calls_per_step is None:

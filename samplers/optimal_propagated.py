@@ -33,10 +33,6 @@ from .methods import METHODS
 
 PROPAGATED_METHODS = {"euler": 1, "flow_2m": 2, "flow_midpoint": 1}
 """Method -> the number of data estimates carried from step to step (the current one and the history)."""
-STAGES = {name: (METHODS[name].stages[0], (METHODS[name].last_stages or METHODS[name].stages)[0])
-          for name in ("flow_midpoint",)}
-"""Single-step methods with one stage -> its position as a fraction of the interval in sigma
-(on an interval ending at sigma > 0, and on one ending at 0)."""
 
 
 def _combine(z: Tensor, s_from: float, s_to: float, known: list[tuple[float, Tensor]]) -> Tensor:
@@ -79,9 +75,9 @@ def propagated_grids(denoiser: Callable[..., Tensor], states: list[Tensor], sigm
             calls += 1 if before is None else denoiser.calls - before
             known = (history + [(s[i], d)])[-points:]
             for j in range(i + 1, m + 1):
-                if method in STAGES:
-                    inner, last = STAGES[method]
-                    s_m = s[i] + (last if s[j] == 0 else inner) * (s[j] - s[i])
+                stages = METHODS[method].stages_on(k - 1, s[j])  # flow_midpoint: one stage; the others none
+                if stages:
+                    s_m = s[i] + stages[0] * (s[j] - s[i])
                     stage = _combine(z, s[i], s_m, known)
                     before = getattr(denoiser, "calls", None)
                     d_m = denoiser(stage, torch.full((batch,), s_m, dtype=z.dtype, device=z.device),

@@ -154,10 +154,7 @@ def run_data_method(
         if not (method.reuse_stage and points):
             points.append((s0, _data_point(f, x, t0)))
         report(i, t0, x, points[-1][1])
-        stages = method.first_stages if i == 0 and method.first_stages is not None else method.stages
-        if s1 == 0 and method.last_stages is not None:
-            stages = method.last_stages
-        for c in stages:
+        for c in method.stages_on(i, s1):
             s = s0 + c * (s1 - s0)
             stage = _data_combine(None, x, s0, s, points[-max(1, method.order - 1):])
             points.append((s, _data_point(f, stage, 1 - s)))
