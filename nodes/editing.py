@@ -13,6 +13,10 @@ from .sampling import SCHEDULE_TOOLTIP, SOLVER_TOOLTIP, check_choice
 from .sigmas import FIXED_SCHEDULES, MODEL_DEFAULT, image_size, schedule_sigmas
 
 
+RENOISED = "renoised"
+EDIT_UPDATES = (RENOISED, "flowedit ode")
+
+
 class InvertedNoise:
     """ComfyUI's NOISE interface (`seed`, `generate_noise(latent)`) over a stored noise tensor."""
 
@@ -105,10 +109,11 @@ class FlowMatchEdit(io.ComfyNode):
             display_name="Flow Match Edit (FlowEdit)",
             category="flow_matching/editing",
             description=(
-                "Text-based image editing without inversion (FlowEdit, Kulikov et al. ICCV 2025): an ODE from the "
-                "source image straight towards the target prompt, driven by the difference between the model's "
-                "velocities for the target and the source prompt on the same noisy copies of the image. Works on any "
-                "flow model (the bundled one, SD3, Flux, ...)."
+                "Text-based image editing without inversion (FlowEdit, Kulikov et al. ICCV 2025): moves the source "
+                "image towards the target prompt by the difference between the model's predictions for the target "
+                "and the source prompt on matching noisy copies of the image. 'renoised' (default) noises the current "
+                "edit for the target branch and moves a fixed fraction per step; 'flowedit ode' is the paper's ODE. "
+                "Works on any flow model (the bundled one, SD3, Flux, ...)."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="A flow-matching model."),
@@ -125,40 +130,51 @@ class FlowMatchEdit(io.ComfyNode):
                 io.Int.Input("n_min", default=0, min=0, max=1000,
                              tooltip="The last n_min steps regenerate with the target prompt alone (adds detail, "
                                      "keeps less); 0 = pure FlowEdit."),
-                io.Int.Input("n_avg", default=1, min=1, max=64,
+                io.Int.Input("n_avg", default=2, min=1, max=64,
                              tooltip="Noise draws averaged per step (each costs two model evaluations)."),
-                io.Float.Input("source_cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("source_cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Guidance for the source prompt."),
-                io.Float.Input("target_cfg", default=6.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Guidance for the target prompt (usually higher than the source's)."),
+                io.Float.Input("target_cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Guidance for the target prompt (the paper's ODE usually wants it higher "
+                                       "than the source's)."),
                 io.Combo.Input("solver", options=list(INVERTIBLE_METHODS), default="euler",
                                tooltip="Solver of the n_min regeneration steps (the edit itself uses Euler, as "
                                        "FlowEdit does). " + SOLVER_TOOLTIP),
                 io.Combo.Input("schedule", options=list(FIXED_SCHEDULES), default=MODEL_DEFAULT, tooltip=SCHEDULE_TOOLTIP),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
                                tooltip="Shift for the 'sd3 shift' schedule."),
+                io.Combo.Input("update", options=list(EDIT_UPDATES), default=RENOISED, optional=True,
+                               tooltip="'renoised': the target branch sees the current edit noised like the source, "
+                                       "and each step moves the edit `relaxation` of the way to the edited image the "
+                                       "two predictions give (keeps the object's size on colour edits). 'flowedit "
+                                       "ode': the paper's Euler ODE."),
+                io.Float.Input("relaxation", default=0.5, min=0.01, max=1.0, step=0.01, optional=True,
+                               tooltip="'renoised' only: the fraction of the way each step moves (1 = all of it)."),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; decode it with VAE Decode.")],
         )
 
     @classmethod
-    def validate_inputs(cls, steps, n_max, n_min, solver, schedule):
+    def validate_inputs(cls, steps, n_max, n_min, solver, schedule, update=RENOISED):
         if None not in (steps, n_max, n_min) and not n_min < n_max <= steps:
             return (f"FlowMatchEdit: need n_min < n_max <= steps, got n_min={n_min}, n_max={n_max}, steps={steps}; "
                     "lower n_max or raise steps")
-        return choices_ok("FlowMatchEdit", solver, schedule)
+        update_ok = check_choice("FlowMatchEdit", "update", update, EDIT_UPDATES)
+        return update_ok if update_ok is not True else choices_ok("FlowMatchEdit", solver, schedule)
 
     @classmethod
     def execute(cls, model, source, target, negative, latent_image, seed, steps, n_max, n_min, n_avg, source_cfg,
-                target_cfg, solver, schedule, shift) -> io.NodeOutput:
-        window = cls.validate_inputs(steps, n_max, n_min, solver, schedule)
+                target_cfg, solver, schedule, shift, update=RENOISED, relaxation=0.5) -> io.NodeOutput:
+        window = cls.validate_inputs(steps, n_max, n_min, solver, schedule, update)
         if window is not True:
             raise ValueError(window)
         sigmas = sigmas_for("FlowMatchEdit", model, latent_image["samples"], schedule, steps, shift, 1.0)
         edited, report = edit_latent(model, source, target, negative, source_cfg, target_cfg, latent_image["samples"],
-                                     sigmas, n_max, n_min, n_avg, seed, solver, "FlowMatchEdit")
+                                     sigmas, n_max, n_min, n_avg, seed, solver, "FlowMatchEdit",
+                                     relaxation if update == RENOISED else None)
         out = latent_image.copy()
         out["samples"] = edited
-        text = (f"FlowEdit: {n_max - n_min} edit steps of {steps}, {n_min} regenerated, {report['nfe']} model "
-                f"evaluations (NFE); RMS latent change {report['change']:.4g}")
+        how = f"renoised, relaxation {relaxation:g}" if update == RENOISED else "the paper's ODE"
+        text = (f"FlowEdit ({how}): {n_max - n_min} edit steps of {steps}, {n_min} regenerated, {report['nfe']} "
+                f"model evaluations (NFE); RMS latent change {report['change']:.4g}")
         return io.NodeOutput(out, ui=ui.PreviewText(text))

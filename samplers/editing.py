@@ -18,6 +18,18 @@ Every function takes a *generation* grid `ts` (ascending, ts[0] = 0 ... ts[-1] =
   data end, T = steps) the ODE runs while n_min < index <= n_max: the first T - n_max
   steps are skipped, and the last n_min steps regenerate from the noised edited state
   with the target velocity alone.
+- `flow_edit(..., relaxation=lam)`: the re-noised variant (this pack's; docs/editing.md has
+  the measurements). The target branch sees the current edit Z noised like the source,
+  Z_tar = t * Z + (1 - t) * N, and each step moves Z a fixed fraction `lam` towards the
+  edited image the two predictions give, x_src + D_tar(Z_tar) - D_src(Z_src), with
+  D(z, t) = z + (1 - t) v(z, t) the data prediction. In velocities:
+      Z <- Z + lam * (1 - t) * (mean over n_avg of [v_tar(Z_tar, t) - v_src(Z_src, t)] - (Z - x_src)).
+  FlowEdit's Euler ODE takes a weight (t1 - t0) / (1 - t0), small early, and its Z_tar
+  carries the edit at full strength; on the bundled model its intermediate Z is a blend of
+  old and new colour that the target prompt reads as a smaller object. With one prompt
+  both branches see the same input and Z stays x_src; between two Gaussians with equal
+  covariance the noise cancels again and the error to the exact translation shrinks by
+  1 - lam * (1 - c) per step, c = t^2 s^2 / (t^2 s^2 + (1 - t)^2) for data variance s^2.
 """
 
 from __future__ import annotations
@@ -146,6 +158,7 @@ def flow_edit(
     n_min: int = 0,
     n_avg: int = 1,
     method: str = "euler",
+    relaxation: float | None = None,
     stats: EditStats | None = None,
     callback: Callable[[int, float, Tensor], None] | None = None,
 ) -> Tensor:
@@ -159,6 +172,8 @@ def flow_edit(
             one more for the regeneration when n_min > 0).
         n_max, n_min, n_avg: FlowEdit's window and noise averages (see the module docstring).
         method: solver for the n_min regeneration steps (`INVERSION_METHODS`).
+        relaxation: None for the paper's Euler ODE; lam in (0, 1] for the re-noised update
+            (module docstring).
         stats: counts velocity calls of both prompts together.
         callback: callback(i, t, Z) after each edit or regeneration step i ending at t.
 
@@ -170,6 +185,8 @@ def flow_edit(
     first, regen = edit_window(len(grid) - 1, n_max, n_min)
     if n_avg < 1:
         raise ValueError(f"n_avg must be >= 1, got {n_avg}")
+    if relaxation is not None and not 0 < relaxation <= 1:
+        raise ValueError(f"relaxation must be in (0, 1] (or None for the paper's ODE), got {relaxation}")
     stats = EditStats() if stats is None else stats
     work = torch.promote_types(x_source.dtype, torch.float32)
     src = x_source.to(work)
@@ -184,10 +201,14 @@ def flow_edit(
         t0, t1 = grid[i], grid[i + 1]
         delta = torch.zeros_like(z)
         for _ in range(n_avg):
-            z_src = t0 * src + (1 - t0) * noise().to(device=src.device, dtype=work)
-            z_tar = z + (z_src - src)
+            n = noise().to(device=src.device, dtype=work)
+            z_src = t0 * src + (1 - t0) * n
+            z_tar = z + (z_src - src) if relaxation is None else t0 * z + (1 - t0) * n
             delta += call(v_target, z_tar, t0) - call(v_source, z_src, t0)
-        z = z + (t1 - t0) * delta / n_avg
+        if relaxation is None:
+            z = z + (t1 - t0) * delta / n_avg
+        else:
+            z = z + relaxation * (1 - t0) * (delta / n_avg - (z - src))
         stats.accepted += 1
         if not torch.isfinite(z).all():
             raise FloatingPointError(f"flow_edit: the edited latent became non-finite at step {i} (t={t1:.6g})")

@@ -176,6 +176,12 @@ class ComfyPage:
             f"server log tail:\n{self.server.log()[-3000:]}"
         )
 
+    def report_text(self, node_id: int, timeout_s: float = 30) -> str:
+        """The text box the pack's extension draws inside node `node_id` after a run (waits for it)."""
+        shown = f"document.querySelector('textarea[data-flowmatch-report=\"{node_id}\"]')"
+        self.page.wait_for_function(f"() => {shown} && {shown}.value", timeout=timeout_s * 1000)
+        return self.page.evaluate(f"() => {shown}.value")
+
     def client_pos(self, canvas_x: float, canvas_y: float) -> tuple[float, float]:
         """Page coordinates of a graph-space point."""
         return tuple(self.page.evaluate(

@@ -150,6 +150,13 @@ def test_workflow_runs_from_the_page(comfy_page, path):
     # compare_solvers and invert_and_reconstruct stitch their images side by side, with 2 px gaps
     panels = 1 + sum(n["type"] == "ImageStitch" for n in workflow["nodes"])
     assert shown["sizes"] == [[DISPLAY_SCALE * (panels * width + 2 * (panels - 1)), DISPLAY_SCALE * height]]
+    for edit in (n for n in workflow["nodes"] if n["type"] == "FlowMatchEdit"):
+        # the help page's promise: the node shows which update ran, its NFE and the change
+        steps, n_max, n_min, n_avg = edit["widgets_values"][2:6]
+        text = comfy_page.report_text(edit["id"])
+        assert text.startswith(f"FlowEdit (renoised, relaxation 0.5): {n_max - n_min} edit steps of {steps}, "
+                               f"{n_min} regenerated, {2 * n_avg * (n_max - n_min)} model evaluations (NFE); "
+                               "RMS latent change "), text
     if UPDATE:
         with urllib.request.urlopen(shown["srcs"][0], timeout=30) as response:
             save_thumbnail(Image.open(io.BytesIO(response.read())), path.with_suffix(".jpg"))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from comfyui_flowmatch.models.edit_bench import MASK_IOU_MIN, mask_iou
 from comfyui_flowmatch.models.evaluate import analyze, judge
 
 pytestmark = pytest.mark.integration
@@ -81,33 +82,50 @@ def test_invert_then_sample_reconstructs_the_image(comfy_server):
     assert float(re.search(r"PSNR ([\d.]+) dB", text).group(1)) >= 30, text
 
 
-def edit_graph(target: str, source_cfg: float, target_cfg: float, prefix: str, n_max: int = 5):
+def edit_graph(target: str, source_cfg: float, target_cfg: float, prefix: str, n_max: int = 5, n_avg: int = 1,
+               **update):
+    """`update`: the optional update / relaxation inputs (absent: the node's defaults)."""
     g, links = source_graph()
     original = save(g, links, links["latent"], prefix)  # a fresh SaveImage: cached ones report nothing
     target_cond = ng.out(g.add("FlowMatchTextEncode", clip=links["clip"], text=target))
     edit = g.add("FlowMatchEdit", model=links["model"], source=links["pos"], target=target_cond, negative=links["neg"],
-                 latent_image=links["latent"], seed=1, steps=10, n_max=n_max, n_min=0, n_avg=1, source_cfg=source_cfg,
-                 target_cfg=target_cfg, solver="euler", schedule="model default", shift=3.0)
+                 latent_image=links["latent"], seed=1, steps=10, n_max=n_max, n_min=0, n_avg=n_avg,
+                 source_cfg=source_cfg, target_cfg=target_cfg, solver="euler", schedule="model default", shift=3.0,
+                 **update)
     return g, original, save(g, links, ng.out(edit), "edited"), edit
 
 
-def test_flow_edit_with_the_source_prompt_keeps_the_image(comfy_server):
-    g, original, edited, edit = edit_graph(SOURCE, 4.0, 4.0, "edit_same_source", n_max=8)
+@pytest.mark.parametrize("update, how", [({}, "renoised, relaxation 0.5"),
+                                         ({"update": "flowedit ode"}, "the paper's ODE")])
+def test_flow_edit_with_the_source_prompt_keeps_the_image(comfy_server, update, how):
+    g, original, edited, edit = edit_graph(SOURCE, 4.0, 4.0, f"edit_same_source_{len(update)}", n_max=8, **update)
     entry = run(comfy_server, g)
     (source,) = ng.saved_images(comfy_server, entry, original)
     (same,) = ng.saved_images(comfy_server, entry, edited)
     assert np.abs(source - same).max() <= 1 / 255
     (text,) = entry["outputs"][edit]["text"]
-    assert text.startswith("FlowEdit: 8 edit steps of 10, 0 regenerated, 16 model evaluations (NFE)"), text
+    assert text.startswith(f"FlowEdit ({how}): 8 edit steps of 10, 0 regenerated, 16 model evaluations (NFE)"), text
     assert float(text.rsplit(" ", 1)[1]) < 1e-5, text
 
 
-def test_flow_edit_changes_the_colour_and_keeps_the_rest(comfy_server):
+@pytest.mark.parametrize("settings", [dict(source_cfg=4.0, target_cfg=4.0, n_avg=2),
+                                      dict(source_cfg=1.0, target_cfg=6.0, update="flowedit ode")])
+def test_flow_edit_changes_the_colour_and_keeps_the_rest(comfy_server, settings):
+    """The node's defaults (renoised) and the paper's ODE with its former defaults."""
     target = "a blue circle on a black background"
-    g, original, edited, _ = edit_graph(target, 1.0, 6.0, "edit_colour_source")
+    g, original, edited, _ = edit_graph(target, prefix=f"edit_colour_source_{settings['source_cfg']}", **settings)
     entry = run(comfy_server, g)
     (source,) = ng.saved_images(comfy_server, entry, original)
     (result,) = ng.saved_images(comfy_server, entry, edited)
     before, after = (analyze(torch.from_numpy(image).permute(2, 0, 1)) for image in (source, result))
     assert judge(torch.from_numpy(result).permute(2, 0, 1), target)["all"], after
     assert after["position"] == before["position"], (before, after)
+    as_tensors = [torch.from_numpy(image).permute(2, 0, 1) for image in (source, result)]
+    assert mask_iou(*as_tensors) >= MASK_IOU_MIN, mask_iou(*as_tensors)
+
+
+def test_flow_edit_refuses_an_unknown_update_at_queue_time(comfy_server):
+    g, _, _, edit = edit_graph("a blue circle on a black background", 4.0, 4.0, "edit_bad_update", update="sde")
+    _, body = comfy_server.post_json("/prompt", {"prompt": g.prompt})  # the source's SaveImage may still run
+    details = body["node_errors"][edit]["errors"][0]["details"]
+    assert "FlowMatchEdit: update 'sde' is not one of ['renoised', 'flowedit ode']" in details, details

@@ -43,11 +43,12 @@ def test_invert_sample_and_edit_on_native_models(native, name):
                    steps=3, cfg=1.5, schedule="model default", shift=3.0, denoise=1.0, show_round_trip=True)
     back = g.add("FlowMatchSampler", model=model, seed=0, steps=3, cfg=1.5, solver="heun", schedule="model default",
                  shift=3.0, positive=pos, negative=neg, latent_image=source, denoise=1.0, noise=ng.out(invert))
-    edit = g.add("FlowMatchEdit", model=model, source=pos, target=target, negative=neg, latent_image=source, seed=0,
-                 steps=4, n_max=3, n_min=1, n_avg=2, source_cfg=1.5, target_cfg=3.0, solver="midpoint",
-                 schedule="model default", shift=3.0)
+    edits = {update: g.add("FlowMatchEdit", model=model, source=pos, target=target, negative=neg, latent_image=source,
+                           seed=0, steps=4, n_max=3, n_min=1, n_avg=2, source_cfg=1.5, target_cfg=3.0, solver="midpoint",
+                           schedule="model default", shift=3.0, update=update)
+             for update in ("renoised", "flowedit ode")}
     saves = {key: g.add("SaveLatent", samples=link, filename_prefix=f"{name}_{key}")
-             for key, link in (("back", ng.out(back)), ("edit", ng.out(edit)))}
+             for key, link in (("back", ng.out(back)), *((f"edit {u}", ng.out(e)) for u, e in edits.items()))}
     entry = server.run_prompt(g.prompt)
     assert entry["status"]["status_str"] == "success", ng.error_message(entry)
     for key, node in saves.items():
@@ -56,6 +57,8 @@ def test_invert_sample_and_edit_on_native_models(native, name):
         assert torch.isfinite(latent).all() and latent.std() > 0, key
     (invert_text,) = entry["outputs"][invert]["text"]
     assert invert_text.startswith("inverted with heun: 6 model evaluations (NFE); round trip:"), invert_text
-    (edit_text,) = entry["outputs"][edit]["text"]
-    # 2 edit steps x 2 draws x 2 prompts + 1 midpoint step x 2 calls
-    assert edit_text.startswith("FlowEdit: 2 edit steps of 4, 1 regenerated, 10 model evaluations (NFE)"), edit_text
+    for update, how in (("renoised", "renoised, relaxation 0.5"), ("flowedit ode", "the paper's ODE")):
+        (edit_text,) = entry["outputs"][edits[update]]["text"]
+        # 2 edit steps x 2 draws x 2 prompts + 1 midpoint step x 2 calls
+        assert edit_text.startswith(f"FlowEdit ({how}): 2 edit steps of 4, 1 regenerated, 10 model evaluations (NFE)"), \
+            edit_text

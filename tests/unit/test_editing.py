@@ -1,6 +1,7 @@
 """samplers.editing against the closed-form Gaussian flow: inversion recovers the exact noise,
-round trips converge at each solver's order, and FlowEdit between two Gaussians is the exact
-translation by the difference of their means (the noise cancels, see the derivation below)."""
+round trips converge at each solver's order, FlowEdit between two Gaussians is the exact
+translation by the difference of their means (the noise cancels, see the derivation below),
+and the re-noised update approaches it by the closed-form contraction."""
 
 import math
 
@@ -87,6 +88,44 @@ def test_flow_edit_between_gaussians_translates_by_the_mean_difference(steps, n_
                        stats=stats)
     assert torch.allclose(edited, DATA + target.mean - FLOW.mean, atol=1e-12)
     assert stats.nfe == 2 * n_avg * steps
+
+
+def test_renoised_flow_edit_with_the_same_prompt_returns_the_source():
+    edited = flow_edit(FLOW.velocity, FLOW.velocity, DATA, uniform(10), noise_source(), n_max=5, n_avg=2,
+                       relaxation=0.5)
+    assert torch.equal(edited, DATA)
+
+
+@pytest.mark.parametrize("steps, n_max, n_avg, relaxation", [(10, 5, 2, 0.5), (6, 6, 1, 1.0), (40, 30, 1, 0.3)])
+def test_renoised_flow_edit_between_gaussians_follows_the_closed_form_contraction(steps, n_max, n_avg, relaxation):
+    # Both flows are N(mu, s^2) per channel, so D(z, t) = mu + a (z - t mu), a = t s^2 / var(t).
+    # With Z_tar - Z_src = t (Z - x_src) the noise cancels: the estimate x_src + D_tar - D_src
+    # misses the translation d by c e where e = Z - x_src - d and c = t a, so each step scales
+    # e by 1 - lam (1 - c), from e = -d.
+    d = torch.linspace(0.5, -1.0, 4, dtype=torch.float64).reshape(1, 4, 1, 1)
+    target = GaussianFlow(FLOW.mean + d, FLOW.scale)
+    stats = EditStats()
+    edited = flow_edit(FLOW.velocity, target.velocity, DATA, uniform(steps), noise_source(), n_max=n_max,
+                       n_avg=n_avg, relaxation=relaxation, stats=stats)
+    remaining = torch.ones_like(FLOW.scale)
+    for t in uniform(steps)[steps - n_max:-1]:
+        c = t**2 * FLOW.scale**2 / ((1 - t) ** 2 + t**2 * FLOW.scale**2)
+        remaining = remaining * (1 - relaxation * (1 - c))
+    assert torch.allclose(edited, DATA + d * (1 - remaining), atol=1e-12)
+    assert stats.nfe == 2 * n_avg * n_max
+
+
+def test_renoised_flow_edit_converges_to_the_translation():
+    target = GaussianFlow(FLOW.mean + 1.0, FLOW.scale)
+    errors = [float((flow_edit(FLOW.velocity, target.velocity, DATA, uniform(steps), noise_source(), n_max=steps // 2,
+                               relaxation=0.5) - DATA - 1.0).abs().max()) for steps in (10, 80, 320)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 2e-3, errors
+
+
+def test_relaxation_must_be_a_fraction():
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="relaxation must be in"):
+            flow_edit(FLOW.velocity, FLOW.velocity, DATA, uniform(4), noise_source(), n_max=2, relaxation=bad)
 
 
 def test_flow_edit_regeneration_follows_the_target_flow():
