@@ -64,25 +64,26 @@ def propagated_grids(denoiser: Callable[..., Tensor], states: list[Tensor], sigm
     # layer[j] = (cost, state, history: [(sigma, D)] of earlier points, parent path)
     layer: dict[int, tuple[float, Tensor, list[tuple[float, Tensor]], list[int]]] = {0: (0.0, states[0], [], [0])}
     grids, totals, calls = {}, {}, 0
+
+    def data_estimate(z: Tensor, sigma: float) -> Tensor:
+        """D(z, sigma), adding the model calls it took (a memo's free hits cost none) to `calls`."""
+        nonlocal calls
+        before = getattr(denoiser, "calls", None)
+        d = denoiser(z, torch.full((batch,), sigma, dtype=z.dtype, device=z.device), **extra_args).to(z.dtype)
+        calls += 1 if before is None else denoiser.calls - before
+        return d
+
     for k in range(1, max_steps + 1):
         new_layer: dict[int, tuple[float, Tensor, list[tuple[float, Tensor]], list[int]]] = {}
         for i, (_, z, history, path) in sorted(layer.items()):
             if i == m:
                 continue
-            sigma = torch.full((batch,), s[i], dtype=z.dtype, device=z.device)
-            before = getattr(denoiser, "calls", None)
-            d = denoiser(z, sigma, **extra_args).to(z.dtype)
-            calls += 1 if before is None else denoiser.calls - before
-            known = (history + [(s[i], d)])[-points:]
+            known = (history + [(s[i], data_estimate(z, s[i]))])[-points:]
             for j in range(i + 1, m + 1):
                 stages = METHODS[method].stages_on(k - 1, s[j])  # flow_midpoint: one stage; the others none
                 if stages:
                     s_m = s[i] + stages[0] * (s[j] - s[i])
-                    stage = _combine(z, s[i], s_m, known)
-                    before = getattr(denoiser, "calls", None)
-                    d_m = denoiser(stage, torch.full((batch,), s_m, dtype=z.dtype, device=z.device),
-                                   **extra_args).to(z.dtype)
-                    calls += 1 if before is None else denoiser.calls - before
+                    d_m = data_estimate(_combine(z, s[i], s_m, known), s_m)
                     x = _combine(z, s[i], s[j], known + [(s_m, d_m)])
                 else:
                     x = _combine(z, s[i], s[j], known)

@@ -20,6 +20,9 @@ EXTRA_CUSTOM_NODES = HERE / "extra_custom_nodes"
 BUNDLED = "flowmatch_shapes.safetensors"
 
 
+TINY_FLOWMATCH = "tiny_flowmatch.safetensors"  # what the builder's --flowmatch-only writes
+
+
 def build_tiny_checkpoints(out_dir: Path, flowmatch_only: bool = False) -> dict:
     """Run the builder script once; returns its detection report of the native files."""
     command = [sys.executable, str(BUILD_SCRIPT), str(out_dir)] + (["--flowmatch-only"] if flowmatch_only else [])
@@ -33,6 +36,13 @@ def install(server, source: Path, name: str | None = None, folder: str = "flow_m
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, target / (name or source.name))
     return name or source.name
+
+
+def install_tiny_flowmatch(server, out_dir: Path, name: str | None = None) -> str:
+    """Build the tiny random-weight FlowMatch checkpoint into `out_dir` (as TINY_FLOWMATCH) and
+    install it on `server` as `name`; returns the name the loader lists."""
+    build_tiny_checkpoints(out_dir, flowmatch_only=True)
+    return install(server, out_dir / TINY_FLOWMATCH, name)
 
 
 def extra_paths_yaml(path: Path, **folders: Path) -> Path:

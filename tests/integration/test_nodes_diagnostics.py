@@ -25,9 +25,8 @@ SIZE = 16
 @pytest.fixture(scope="module")
 def tiny(comfy_server, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("tiny_diag")
-    ng.build_tiny_checkpoints(out_dir, flowmatch_only=True)
-    path = out_dir / "tiny_flowmatch.safetensors"
-    return ng.install(comfy_server, path), load_checkpoint(path)
+    name = ng.install_tiny_flowmatch(comfy_server, out_dir)
+    return name, load_checkpoint(out_dir / ng.TINY_FLOWMATCH)
 
 
 def comfy_noise(seed: int, shape) -> torch.Tensor:

@@ -21,9 +21,7 @@ CFG = 4.0
 
 @pytest.fixture(scope="module")
 def tiny(comfy_server, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("tiny_guidance")
-    ng.build_tiny_checkpoints(out_dir, flowmatch_only=True)
-    return ng.install(comfy_server, out_dir / "tiny_flowmatch.safetensors", name="tiny_guidance.safetensors")
+    return ng.install_tiny_flowmatch(comfy_server, tmp_path_factory.mktemp("tiny_guidance"), "tiny_guidance.safetensors")
 
 
 def inputs(g, ckpt, interval=None):

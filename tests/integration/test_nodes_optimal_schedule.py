@@ -22,9 +22,7 @@ CANDIDATES = 8
 
 @pytest.fixture(scope="module")
 def tiny(comfy_server, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("tiny_optimal")
-    ng.build_tiny_checkpoints(out_dir, flowmatch_only=True)
-    return ng.install(comfy_server, out_dir / "tiny_flowmatch.safetensors", "tiny_optimal.safetensors")
+    return ng.install_tiny_flowmatch(comfy_server, tmp_path_factory.mktemp("tiny_optimal"), "tiny_optimal.safetensors")
 
 
 def graph_inputs(g, ckpt, prompt="a red circle"):

@@ -20,9 +20,7 @@ SIZE = 16
 
 @pytest.fixture(scope="module")
 def tiny(comfy_server, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("tiny_runtime")
-    ng.build_tiny_checkpoints(out_dir, flowmatch_only=True)
-    return ng.install(comfy_server, out_dir / "tiny_flowmatch.safetensors", name="tiny_runtime.safetensors")
+    return ng.install_tiny_flowmatch(comfy_server, tmp_path_factory.mktemp("tiny_runtime"), "tiny_runtime.safetensors")
 
 
 @pytest.fixture

@@ -22,9 +22,7 @@ SIZE = 16  # the tiny model's native size (patch 4: 16 tokens; token limit 64 x 
 
 @pytest.fixture(scope="module")
 def tiny(comfy_server, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("tiny_refusals")
-    ng.build_tiny_checkpoints(out_dir, flowmatch_only=True)
-    return ng.install(comfy_server, out_dir / "tiny_flowmatch.safetensors", name="tiny_refusals.safetensors")
+    return ng.install_tiny_flowmatch(comfy_server, tmp_path_factory.mktemp("tiny_refusals"), "tiny_refusals.safetensors")
 
 
 def sampled_graph(ckpt, latent_node=None, sampler="FlowMatchSampler", **sampler_inputs):
