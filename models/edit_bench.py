@@ -8,9 +8,10 @@ Editing: generated source images the judge reads correctly, edited three ways (c
 shape, background). An edit succeeds when `evaluate.judge` finds the target caption's
 colour, shape and background, the untouched attributes (and the position) equal the
 source's, and, for colour and background edits, the object's mask has IoU >= 0.7 with the
-source's. FlowEdit (the renoised update and the paper's ODE) is compared at equal NFE with
-inversion-then-regenerate (target prompt) and img2img with the target prompt at denoise 0.5
-and 0.7. NFE counts guided velocity evaluations (each is one batched cond + uncond network call).
+source's. FlowEdit (the renoised update with and without its data bound, and the paper's ODE)
+is compared at equal NFE with inversion-then-regenerate (target prompt) and img2img with the
+target prompt at denoise 0.5 and 0.7. NFE counts guided velocity evaluations (each is one
+batched cond + uncond network call).
 """
 
 from __future__ import annotations
@@ -202,6 +203,7 @@ class FlowEditSettings:
     cfg_source: float = 2.0
     cfg_target: float = 4.0
     relaxation: float | None = None  # None: the paper's ODE; else the re-noised update's fraction
+    data_bound: float | None = None  # re-noised only: clip the data predictions to +-data_bound * max|source|
 
     @property
     def nfe(self) -> int:
@@ -213,7 +215,8 @@ def run_flow_edit(bundle, x: torch.Tensor, prompts, targets, s: FlowEditSettings
     noise = lambda: torch.randn(x.shape, generator=generator)  # noqa: E731 (a zero-argument draw)
     ts = torch.linspace(0, 1, s.steps + 1)
     return flow_edit(guided_velocity(bundle, prompts, s.cfg_source), guided_velocity(bundle, targets, s.cfg_target),
-                     x, ts, noise, n_max=s.n_max, n_min=s.n_min, n_avg=s.n_avg, relaxation=s.relaxation)
+                     x, ts, noise, n_max=s.n_max, n_min=s.n_min, n_avg=s.n_avg, relaxation=s.relaxation,
+                     data_bound=s.data_bound)
 
 
 def run_inversion_edit(bundle, x, prompts, targets, nfe: int, cfg_target: float) -> torch.Tensor:
@@ -241,6 +244,8 @@ def edit_rows(bundle, images, prompts, settings: list[FlowEditSettings], seed: i
         runs = {}
         for s in settings:
             update = "ode" if s.relaxation is None else f"renoised {s.relaxation}"
+            if s.data_bound is not None:
+                update += f" bound {s.data_bound}"
             runs[(f"flowedit {update} T={s.steps} n_max={s.n_max} n_min={s.n_min} n_avg={s.n_avg} "
                   f"cfg={s.cfg_source}/{s.cfg_target}", s.nfe)] = run_flow_edit(bundle, x, prompts, targets, s, seed)
         for nfe in sorted({s.nfe for s in settings}):
@@ -267,11 +272,12 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 
 def parse_flowedit(text: str) -> FlowEditSettings:
     """``"10:8:0:1:2:4"`` -> steps, n_max, n_min, n_avg, cfg_source, cfg_target (the paper's ODE);
-    a seventh field is the re-noised update's relaxation (``"10:5:0:2:1:4:0.5"``)."""
+    a seventh field is the re-noised update's relaxation (``"10:5:0:2:1:4:0.5"``), an eighth its
+    data bound (``"10:5:0:2:4:4:0.5:2"``)."""
     parts = text.split(":")
-    if len(parts) not in (6, 7):
+    if len(parts) not in (6, 7, 8):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected steps:n_max:n_min:n_avg:cfg_source:cfg_target[:relaxation]")
+            f"{text!r}: expected steps:n_max:n_min:n_avg:cfg_source:cfg_target[:relaxation[:data_bound]]")
     return FlowEditSettings(*(int(p) for p in parts[:4]), *(float(p) for p in parts[4:]))
 
 
@@ -288,9 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cfg", type=float, default=1.0, help="guidance for reconstruction")
     parser.add_argument("--shift", type=float, default=SD3_SHIFT, help="SD3 shift of the reconstruction grid (1: uniform)")
     parser.add_argument("--flowedit", type=parse_flowedit, nargs="+",
-                        default=[parse_flowedit(text) for text in ("10:5:0:2:4:4:0.5", "10:5:0:2:4:4", "10:5:0:1:1:6")],
-                        help="FlowEdit settings steps:n_max:n_min:n_avg:cfg_source:cfg_target[:relaxation] (several "
-                             "to compare; without relaxation: the paper's ODE)")
+                        default=[parse_flowedit(text) for text in
+                                 ("10:5:0:2:4:4:0.5:2", "10:5:0:2:4:4:0.5", "10:5:0:2:4:4", "10:5:0:1:1:6")],
+                        help="FlowEdit settings steps:n_max:n_min:n_avg:cfg_source:cfg_target"
+                             "[:relaxation[:data_bound]] (several to compare; without relaxation: the paper's ODE)")
     parser.add_argument("--baseline-cfg", type=float, default=4.0, help="target-prompt guidance of the baselines")
     parser.add_argument("--skip-reconstruction", action="store_true")
     parser.add_argument("--seed", type=int, default=0)

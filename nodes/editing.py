@@ -150,6 +150,10 @@ class FlowMatchEdit(io.ComfyNode):
                                        "ode': the paper's Euler ODE."),
                 io.Float.Input("relaxation", default=0.5, min=0.01, max=1.0, step=0.01, optional=True,
                                tooltip="'renoised' only: the fraction of the way each step moves (1 = all of it)."),
+                io.Float.Input("data_bound", default=2.0, min=0.0, max=100.0, step=0.1, optional=True,
+                               tooltip="'renoised' only: clip the model's image predictions to +- this many times the "
+                                       "source latent's largest value (per image) before comparing them, so guidance "
+                                       "overshoot cannot grow the object on background edits. 0 = no clip."),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; decode it with VAE Decode.")],
         )
@@ -164,17 +168,19 @@ class FlowMatchEdit(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, source, target, negative, latent_image, seed, steps, n_max, n_min, n_avg, source_cfg,
-                target_cfg, solver, schedule, shift, update=RENOISED, relaxation=0.5) -> io.NodeOutput:
+                target_cfg, solver, schedule, shift, update=RENOISED, relaxation=0.5,
+                data_bound=2.0) -> io.NodeOutput:
         window = cls.validate_inputs(steps, n_max, n_min, solver, schedule, update)
         if window is not True:
             raise ValueError(window)
         sigmas = sigmas_for("FlowMatchEdit", model, latent_image["samples"], schedule, steps, shift, 1.0)
         edited, report = edit_latent(model, source, target, negative, source_cfg, target_cfg, latent_image["samples"],
                                      sigmas, n_max, n_min, n_avg, seed, solver, "FlowMatchEdit",
-                                     relaxation if update == RENOISED else None)
+                                     *((relaxation, data_bound or None) if update == RENOISED else (None, None)))
         out = latent_image.copy()
         out["samples"] = edited
-        how = f"renoised, relaxation {relaxation:g}" if update == RENOISED else "the paper's ODE"
+        bound = f"bound {data_bound:g}" if data_bound else "no bound"
+        how = f"renoised, relaxation {relaxation:g}, {bound}" if update == RENOISED else "the paper's ODE"
         text = (f"FlowEdit ({how}): {n_max - n_min} edit steps of {steps}, {n_min} regenerated, {report['nfe']} "
                 f"model evaluations (NFE); RMS latent change {report['change']:.4g}")
         return io.NodeOutput(out, ui=ui.PreviewText(text))

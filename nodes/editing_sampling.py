@@ -126,9 +126,10 @@ def invert_latent(model, positive, negative, cfg: float, latent: torch.Tensor, s
 
 def edit_latent(model, source_positive, target_positive, negative, source_cfg: float, target_cfg: float,
                 latent: torch.Tensor, sigmas: torch.Tensor, n_max: int, n_min: int, n_avg: int, seed: int, solver: str,
-                node: str, relaxation: float | None) -> tuple[torch.Tensor, dict]:
+                node: str, relaxation: float | None, data_bound: float | None) -> tuple[torch.Tensor, dict]:
     """FlowEdit over the full schedule `sigmas` (1 -> 0); returns (edited latent [VAE space], stats).
-    `relaxation`: None for the paper's ODE, else the re-noised update's fraction (`samplers.editing`)."""
+    `relaxation`: None for the paper's ODE, else the re-noised update's fraction, with its
+    `data_bound` (None: no clip; `samplers.editing`)."""
     guider = FlowEditGuider(model)
     guider.set_edit(source_positive, target_positive, negative, source_cfg, target_cfg)
     steps = len(sigmas) - 1
@@ -148,7 +149,7 @@ def edit_latent(model, source_positive, target_positive, negative, source_cfg: f
         ts = t_from_sigma(sigmas.detach().to(torch.float64).cpu())
         edited = flow_edit(floored_velocity(source, extra_args), floored_velocity(target, extra_args), x_source, ts,
                            noise, n_max=n_max, n_min=n_min, n_avg=n_avg, method=solver, relaxation=relaxation,
-                           callback=on_step)
+                           data_bound=data_bound, callback=on_step)
         report.update(nfe=target.nfe + source.nfe,
                       change=float((edited.float() - x_source.float()).pow(2).mean().sqrt()))
         return edited

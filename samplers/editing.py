@@ -30,6 +30,12 @@ Every function takes a *generation* grid `ts` (ascending, ts[0] = 0 ... ts[-1] =
   both branches see the same input and Z stays x_src; between two Gaussians with equal
   covariance the noise cancels again and the error to the exact translation shrinks by
   1 - lam * (1 - c) per step, c = t^2 s^2 / (t^2 s^2 + (1 - t)^2) for data variance s^2.
+- `flow_edit(..., relaxation=lam, data_bound=k)`: the re-noised update with both data
+  predictions clipped to +-k * max|x_src| (per image) before they are subtracted, the
+  x0-clipping of diffusion samplers (Ho et al. 2020) scaled to the source so that it means
+  the same in any latent space. Guidance extrapolates D far beyond any image where the two
+  prompts disagree most (a background that changes everywhere); the clip stops that
+  overshoot from growing the object (docs/editing.md).
 """
 
 from __future__ import annotations
@@ -159,6 +165,7 @@ def flow_edit(
     n_avg: int = 1,
     method: str = "euler",
     relaxation: float | None = None,
+    data_bound: float | None = None,
     stats: EditStats | None = None,
     callback: Callable[[int, float, Tensor], None] | None = None,
 ) -> Tensor:
@@ -174,6 +181,9 @@ def flow_edit(
         method: solver for the n_min regeneration steps (`INVERSION_METHODS`).
         relaxation: None for the paper's Euler ODE; lam in (0, 1] for the re-noised update
             (module docstring).
+        data_bound: re-noised update only: clip both data predictions to +-data_bound times
+            the source's largest magnitude, per image (None: no clip; an all-zero image is
+            not clipped).
         stats: counts velocity calls of both prompts together.
         callback: callback(i, t, Z) after each edit or regeneration step i ending at t.
 
@@ -187,6 +197,9 @@ def flow_edit(
         raise ValueError(f"n_avg must be >= 1, got {n_avg}")
     if relaxation is not None and not 0 < relaxation <= 1:
         raise ValueError(f"relaxation must be in (0, 1] (or None for the paper's ODE), got {relaxation}")
+    if data_bound is not None and (relaxation is None or not data_bound > 0):
+        raise ValueError(f"data_bound must be > 0 and goes with the re-noised update (a relaxation), got "
+                         f"data_bound={data_bound}, relaxation={relaxation}")
     stats = EditStats() if stats is None else stats
     work = torch.promote_types(x_source.dtype, torch.float32)
     src = x_source.to(work)
@@ -196,6 +209,15 @@ def flow_edit(
         stats.nfe += 1
         return velocity(state.to(x_source.dtype), torch.full((batch,), t, dtype=work, device=x_source.device)).to(work)
 
+    bound = None
+    if data_bound is not None:
+        peak = src.abs().flatten(1).amax(1).view(batch, *[1] * (src.dim() - 1))
+        bound = torch.where(peak > 0, data_bound * peak, torch.inf)
+
+    def data(velocity: Velocity, state: Tensor, t: float) -> Tensor:
+        estimate = state + (1 - t) * call(velocity, state, t)
+        return estimate if bound is None else torch.maximum(torch.minimum(estimate, bound), -bound)
+
     z = src.clone()
     for i in range(first, regen):
         t0, t1 = grid[i], grid[i + 1]
@@ -203,12 +225,14 @@ def flow_edit(
         for _ in range(n_avg):
             n = noise().to(device=src.device, dtype=work)
             z_src = t0 * src + (1 - t0) * n
-            z_tar = z + (z_src - src) if relaxation is None else t0 * z + (1 - t0) * n
-            delta += call(v_target, z_tar, t0) - call(v_source, z_src, t0)
+            if relaxation is None:
+                delta += call(v_target, z + (z_src - src), t0) - call(v_source, z_src, t0)
+            else:  # D_tar - D_src: the edit the two predictions give
+                delta += data(v_target, t0 * z + (1 - t0) * n, t0) - data(v_source, z_src, t0)
         if relaxation is None:
             z = z + (t1 - t0) * delta / n_avg
         else:
-            z = z + relaxation * (1 - t0) * (delta / n_avg - (z - src))
+            z = z + relaxation * (src + delta / n_avg - z)
         stats.accepted += 1
         if not torch.isfinite(z).all():
             raise FloatingPointError(f"flow_edit: the edited latent became non-finite at step {i} (t={t1:.6g})")

@@ -154,8 +154,8 @@ def test_workflow_runs_from_the_page(comfy_page, path):
         # the help page's promise: the node shows which update ran, its NFE and the change
         steps, n_max, n_min, n_avg = edit["widgets_values"][2:6]
         text = comfy_page.report_text(edit["id"])
-        assert text.startswith(f"FlowEdit (renoised, relaxation 0.5): {n_max - n_min} edit steps of {steps}, "
-                               f"{n_min} regenerated, {2 * n_avg * (n_max - n_min)} model evaluations (NFE); "
+        assert text.startswith(f"FlowEdit (renoised, relaxation 0.5, bound 2): {n_max - n_min} edit steps of "
+                               f"{steps}, {n_min} regenerated, {2 * n_avg * (n_max - n_min)} model evaluations (NFE); "
                                "RMS latent change "), text
     if UPDATE:
         with urllib.request.urlopen(shown["srcs"][0], timeout=30) as response:

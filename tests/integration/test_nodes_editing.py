@@ -95,10 +95,12 @@ def edit_graph(target: str, source_cfg: float, target_cfg: float, prefix: str, n
     return g, original, save(g, links, ng.out(edit), "edited"), edit
 
 
-@pytest.mark.parametrize("update, how", [({}, "renoised, relaxation 0.5"),
+@pytest.mark.parametrize("update, how", [({}, "renoised, relaxation 0.5, bound 2"),
+                                         ({"data_bound": 0.0}, "renoised, relaxation 0.5, no bound"),
                                          ({"update": "flowedit ode"}, "the paper's ODE")])
 def test_flow_edit_with_the_source_prompt_keeps_the_image(comfy_server, update, how):
-    g, original, edited, edit = edit_graph(SOURCE, 4.0, 4.0, f"edit_same_source_{len(update)}", n_max=8, **update)
+    prefix = f"edit_same_source_{'_'.join(update) or 'default'}"
+    g, original, edited, edit = edit_graph(SOURCE, 4.0, 4.0, prefix, n_max=8, **update)
     entry = run(comfy_server, g)
     (source,) = ng.saved_images(comfy_server, entry, original)
     (same,) = ng.saved_images(comfy_server, entry, edited)

@@ -57,7 +57,7 @@ def test_invert_sample_and_edit_on_native_models(native, name):
         assert torch.isfinite(latent).all() and latent.std() > 0, key
     (invert_text,) = entry["outputs"][invert]["text"]
     assert invert_text.startswith("inverted with heun: 6 model evaluations (NFE); round trip:"), invert_text
-    for update, how in (("renoised", "renoised, relaxation 0.5"), ("flowedit ode", "the paper's ODE")):
+    for update, how in (("renoised", "renoised, relaxation 0.5, bound 2"), ("flowedit ode", "the paper's ODE")):
         (edit_text,) = entry["outputs"][edits[update]]["text"]
         # 2 edit steps x 2 draws x 2 prompts + 1 midpoint step x 2 calls
         assert edit_text.startswith(f"FlowEdit ({how}): 2 edit steps of 4, 1 regenerated, 10 model evaluations (NFE)"), \

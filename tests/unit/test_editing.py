@@ -90,10 +90,49 @@ def test_flow_edit_between_gaussians_translates_by_the_mean_difference(steps, n_
     assert stats.nfe == 2 * n_avg * steps
 
 
-def test_renoised_flow_edit_with_the_same_prompt_returns_the_source():
+@pytest.mark.parametrize("data_bound", [None, 2.0, 0.1])
+def test_renoised_flow_edit_with_the_same_prompt_returns_the_source(data_bound):
     edited = flow_edit(FLOW.velocity, FLOW.velocity, DATA, uniform(10), noise_source(), n_max=5, n_avg=2,
-                       relaxation=0.5)
+                       relaxation=0.5, data_bound=data_bound)
     assert torch.equal(edited, DATA)
+
+
+def constant_prediction(image):
+    """A velocity whose data prediction z + (1 - t) v is `image` wherever it is asked."""
+    return lambda z, t: (image - z) / (1 - t.view(-1, 1, 1, 1))
+
+
+def test_data_bound_clips_both_predictions_to_the_source_scale():
+    # Image 0 peaks at |x| = 1 (bound 2 at data_bound 2), image 1 at 0.5 (bound 1). With
+    # constant predictions each step moves Z a fraction lam of the way to
+    # x_src + clip(D_tar) - clip(D_src), so after n steps Z = x_src + (1 - (1 - lam)^n) * that edit.
+    source = torch.linspace(-1, 1, DATA.numel(), dtype=torch.float64).reshape(DATA.shape)
+    source[1] *= 0.5
+    d_target = torch.linspace(-5, 5, source.numel(), dtype=torch.float64).reshape(source.shape)
+    d_source = torch.linspace(3, -3, source.numel(), dtype=torch.float64).reshape(source.shape)
+    bound = torch.tensor([2.0, 1.0], dtype=torch.float64).view(2, 1, 1, 1)
+    moved = 1 - 0.5**3
+
+    def clip(x):
+        return torch.maximum(torch.minimum(x, bound), -bound)
+
+    def edit(image, **bound_option):
+        return flow_edit(constant_prediction(d_source), constant_prediction(d_target), image, uniform(8),
+                         noise_source(), n_max=3, relaxation=0.5, **bound_option)
+
+    assert torch.allclose(edit(source, data_bound=2.0), source + moved * (clip(d_target) - clip(d_source)), atol=1e-12)
+    assert torch.allclose(edit(source), source + moved * (d_target - d_source), atol=1e-12)
+    source[1] = 0  # an all-zero image has no scale to clip to: it is left unclipped
+    edited = edit(source, data_bound=2.0)
+    assert torch.allclose(edited[0], source[0] + moved * (clip(d_target) - clip(d_source))[0], atol=1e-12)
+    assert torch.allclose(edited[1], moved * (d_target - d_source)[1], atol=1e-12)
+
+
+def test_data_bound_goes_with_the_renoised_update_and_is_positive():
+    for relaxation, bound in ((None, 2.0), (0.5, 0.0), (0.5, -1.0)):
+        with pytest.raises(ValueError, match="data_bound must be > 0 and goes with the re-noised update"):
+            flow_edit(FLOW.velocity, FLOW.velocity, DATA, uniform(4), noise_source(), n_max=2, relaxation=relaxation,
+                      data_bound=bound)
 
 
 @pytest.mark.parametrize("steps, n_max, n_avg, relaxation", [(10, 5, 2, 0.5), (6, 6, 1, 1.0), (40, 30, 1, 0.3)])
