@@ -37,7 +37,7 @@ from .checkpoint import FlowMatchBundle, atomic_save_file, save_checkpoint
 from .cli_args import CLIParser, device_name, finite_float, int_in, run_cli, writable_file, writable_folder
 from .config_checks import require_positive
 from .data import FolderDataset, ShapesDataset
-from .distributed import Distributed, from_main, mean_over_ranks, setup, shard, teardown, wrap
+from .distributed import Distributed, barrier, from_main, mean_over_ranks, setup, shard, teardown, wrap
 from .dit import MIN_GAP, DiTConfig, FlowDiT
 from .generate import generate_images, image_grid
 from .text import TextConfig, TextEncoder, Tokenizer
@@ -503,6 +503,9 @@ def run_in_process_group(args: argparse.Namespace, work: Callable[[argparse.Name
     where = start_process(args)
     try:
         work(args, where)
+        # Rank 0 saves after the others finish their last step; gloo aborts a rank whose peer
+        # tears the group down under it, so all ranks meet before any does.
+        barrier(where)
     finally:
         teardown(where)
 
