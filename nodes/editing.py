@@ -173,14 +173,16 @@ class FlowMatchEdit(io.ComfyNode):
         window = cls.validate_inputs(steps, n_max, n_min, solver, schedule, update)
         if window is not True:
             raise ValueError(window)
+        renoised = update == RENOISED
         sigmas = sigmas_for("FlowMatchEdit", model, latent_image["samples"], schedule, steps, shift, 1.0)
         edited, report = edit_latent(model, source, target, negative, source_cfg, target_cfg, latent_image["samples"],
                                      sigmas, n_max, n_min, n_avg, seed, solver, "FlowMatchEdit",
-                                     *((relaxation, data_bound or None) if update == RENOISED else (None, None)))
+                                     relaxation=relaxation if renoised else None,
+                                     data_bound=(data_bound or None) if renoised else None)
         out = latent_image.copy()
         out["samples"] = edited
         bound = f"bound {data_bound:g}" if data_bound else "no bound"
-        how = f"renoised, relaxation {relaxation:g}, {bound}" if update == RENOISED else "the paper's ODE"
+        how = f"renoised, relaxation {relaxation:g}, {bound}" if renoised else "the paper's ODE"
         text = (f"FlowEdit ({how}): {n_max - n_min} edit steps of {steps}, {n_min} regenerated, {report['nfe']} "
                 f"model evaluations (NFE); RMS latent change {report['change']:.4g}")
         return io.NodeOutput(out, ui=ui.PreviewText(text))

@@ -216,7 +216,7 @@ def flow_edit(
 
     def data(velocity: Velocity, state: Tensor, t: float) -> Tensor:
         estimate = state + (1 - t) * call(velocity, state, t)
-        return estimate if bound is None else torch.maximum(torch.minimum(estimate, bound), -bound)
+        return estimate if bound is None else estimate.clamp(-bound, bound)
 
     z = src.clone()
     for i in range(first, regen):
