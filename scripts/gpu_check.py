@@ -9,8 +9,8 @@ when a check fails:
 1. pure: `models.checkpoint` + `samplers.integrate` in bf16 on the GPU, 16 evaluation
    prompts (CFG 4, euler, 20 steps): finite output, adherent images (models.evaluate.judge),
    timings.
-2. comfyui (only when a ComfyUI tree and its requirements are importable, e.g. the repo's
-   `.comfyui` after `make setup`; otherwise reported as skipped): ComfyUI in process with
+2. comfyui (only when a ComfyUI tree and its requirements are importable: $COMFYUI_PATH, else
+   the repo's `.comfyui` after `make setup`; otherwise reported as skipped): ComfyUI in process with
    `--bf16-unet`, our loader / text encoder / FlowMatchSampler / pixel VAE, the dtype model
    management chose, adherence, agreement with the pure path (same seeds and grid), and
    KSampler(euler, simple) parity on the same seed.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 import warnings
@@ -171,7 +172,8 @@ def comfyui_samples(checkpoint: Path, prompts: list[str], steps: int, cfg: float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--comfyui", type=Path, default=REPO_ROOT / ".comfyui")
+    parser.add_argument("--comfyui", type=Path, default=Path(os.environ.get("COMFYUI_PATH") or REPO_ROOT / ".comfyui"),
+                        help="ComfyUI tree (default: $COMFYUI_PATH, else the repo's .comfyui)")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=4.0)
